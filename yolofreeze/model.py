@@ -1,0 +1,256 @@
+"""Model specs (the ecosystem's yaml schema) → :class:`YOLO`, and the block table used to choose ``--freeze N``.
+
+A spec is a dict with ``nc``, ``scales: {letter: [depth, width, max_channels]}``, ``backbone`` and
+``head`` lists of ``[from, repeats, module, args]`` rows. Block ``N`` is row ``N`` of
+``backbone + head`` and becomes ``model.N`` in the state dict, exactly as in the official checkpoints.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from .nn import PSA, SPPF, C2f, C2fCIB, Concat, Conv, Detect, RepVGGDW, SCDown, V10Detect
+
+LOGGER = logging.getLogger(__name__)
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODEL_NAME = re.compile(r"^yolov(8|10)([nsmblx])$", re.IGNORECASE)
+
+MODULES: dict[str, type[nn.Module]] = {
+    "Conv": Conv, "C2f": C2f, "SPPF": SPPF, "SCDown": SCDown, "C2fCIB": C2fCIB, "PSA": PSA,
+    "Concat": Concat, "nn.Upsample": nn.Upsample, "Detect": Detect, "v10Detect": V10Detect,
+}
+SCALED_CHANNELS = (Conv, C2f, SPPF, SCDown, C2fCIB, PSA)  # args start with output channels, scaled by width
+REPEATED_INSIDE = (C2f, C2fCIB)  # the repeat count is an argument, not a stack of copies
+HEADS = (Detect, V10Detect)
+
+
+def load_spec(spec: str | Path | dict) -> dict:
+    """Resolve a model name (``"yolov8n"``, ``"yolov10s"``), a yaml path or a dict into a spec dict.
+
+    The returned dict is a copy with ``scale`` set to the chosen scale letter (or None when the
+    yaml has no ``scales``). A path like ``yolov8s.yaml`` that does not exist falls back to
+    ``yolov8.yaml`` beside it with scale ``s``, as users of the ecosystem expect.
+    """
+    if isinstance(spec, dict):
+        return _with_scale(copy.deepcopy(spec), spec.get("scale"), "<dict>")
+    text = str(spec)
+    match = MODEL_NAME.match(Path(text).stem) if not Path(text).is_file() else None
+    if match and Path(text).suffix in ("", ".pt", ".yaml") and not Path(text).is_file():
+        version, scale = match.group(1), match.group(2).lower()
+        candidates = [MODELS_DIR / f"yolov{version}{scale}.yaml", MODELS_DIR / f"yolov{version}.yaml"]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            raise FileNotFoundError(f"no spec for {text!r}: looked for {', '.join(map(str, candidates))}")
+        return _with_scale(_read_yaml(path), scale, str(path))
+    path = Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"model spec {text!r} is neither a known name (yolov8n…x, yolov10n…x) "
+                                f"nor an existing yaml file")
+    data = _read_yaml(path)
+    stem_scale = re.search(r"([nsmblx])$", path.stem)
+    return _with_scale(data, data.get("scale") or (stem_scale.group(1) if stem_scale else None), str(path))
+
+
+def _read_yaml(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict) or "backbone" not in data or "head" not in data:
+        raise ValueError(f"{path} is not a model spec (needs 'backbone' and 'head' lists)")
+    return data
+
+
+def _with_scale(data: dict, scale: str | None, where: str) -> dict:
+    scales = data.get("scales") or {}
+    if scales:
+        if scale not in scales:
+            fallback = next(iter(scales))
+            if scale is not None:
+                raise ValueError(f"scale {scale!r} not in {where} (has {', '.join(scales)})")
+            LOGGER.warning("%s: no scale given, using %r", where, fallback)
+            scale = fallback
+    data["scale"] = scale if scales else None
+    return data
+
+
+def make_divisible(x: float, divisor: int = 8) -> int:
+    """Smallest multiple of ``divisor`` that is ≥ ``x``."""
+    return int(math.ceil(x / divisor) * divisor)
+
+
+@dataclass
+class BlockInfo:
+    """One row of the block table: what ``model.<index>`` is and where it sits."""
+
+    index: int
+    source: int | list[int]
+    module: str
+    repeats: int
+    args: list
+    out_channels: int
+    stride: int
+    part: str  # "backbone", "neck" or "head"
+
+
+def _parse_arg(value, nc: int):
+    if value == "nc":
+        return nc
+    if isinstance(value, str):
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return value
+
+
+def build_layers(spec: dict, nc: int) -> tuple[nn.Sequential, list[BlockInfo]]:
+    """Instantiate the rows of ``spec`` (already scale-resolved) as ``nn.Sequential`` plus their block table."""
+    depth, width = spec.get("depth_multiple", 1.0), spec.get("width_multiple", 1.0)  # pre-`scales` yamls
+    max_channels = float("inf")
+    if spec.get("scale") is not None:
+        depth, width, max_channels = spec["scales"][spec["scale"]]
+    rows = spec["backbone"] + spec["head"]
+    channels, strides = [3], [1]  # per block output, with the input image at position -1 of the lists' tail
+    layers, infos = [], []
+    for index, (source, repeats, name, args) in enumerate(rows):
+        if name not in MODULES:
+            raise ValueError(f"block {index}: unsupported module {name!r} (supported: {', '.join(MODULES)})")
+        cls = MODULES[name]
+        args = [_parse_arg(a, nc) for a in args]
+        repeats = max(round(repeats * depth), 1) if repeats > 1 else repeats
+        sources = source if isinstance(source, list) else [source]
+        c_in = [channels[s] if s == -1 else channels[s + 1] for s in sources]
+        s_in = [strides[s] if s == -1 else strides[s + 1] for s in sources]
+        stride = s_in[0]
+        if cls in SCALED_CHANNELS:
+            c_out = make_divisible(min(args[0], max_channels) * width, 8)
+            args = [c_in[0], c_out, *args[1:]]
+            if cls in REPEATED_INSIDE:
+                args.insert(2, repeats)
+            if cls in (Conv, SCDown) and len(args) > 3:
+                stride *= args[3]
+        elif cls is Concat:
+            c_out = sum(c_in)
+        elif cls is nn.Upsample:
+            c_out = c_in[0]
+            stride = int(stride / args[1])
+        else:  # detection head
+            args = [*args, c_in]
+            c_out = 0
+        build_copies = repeats if cls not in REPEATED_INSIDE and cls not in HEADS else 1
+        module = cls(*args) if build_copies == 1 else nn.Sequential(*(cls(*args) for _ in range(build_copies)))
+        if cls in HEADS:
+            module.stride = torch.tensor([float(s) for s in s_in])
+        part = "head" if cls in HEADS else ("backbone" if index < len(spec["backbone"]) else "neck")
+        infos.append(BlockInfo(index, source, name, repeats, args if cls not in HEADS else args[:-1], c_out,
+                               stride if cls not in HEADS else min(s_in), part))
+        layers.append(module)
+        channels.append(c_out)
+        strides.append(stride)
+    return nn.Sequential(*layers), infos
+
+
+COCO_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse",
+    "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie",
+    "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove",
+    "skateboard", "surfboard", "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon",
+    "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut",
+    "cake", "chair", "couch", "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse",
+    "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
+    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+)  # the 80 COCO class names, in the order of the official detectors
+
+
+class YOLO(nn.Module):
+    """A YOLOv8 / YOLOv10 detector built from a spec.
+
+    Input ``(B, 3, H, W)`` RGB in [0, 1], ``H`` and ``W`` multiples of 32.
+    Train mode → v8: list of 3 raw maps ``(B, 4*16 + nc, H/s, W/s)`` for s = 8, 16, 32;
+    v10: ``{"one2many": [...], "one2one": [...]}``. Eval mode → ``(B, 4 + nc, A)`` decoded
+    (xywh boxes in input pixels, sigmoid scores; v10 from the one-to-one branch).
+    """
+
+    def __init__(self, spec: str | Path | dict, nc: int | None = None, names: list[str] | None = None):
+        super().__init__()
+        self.spec = load_spec(spec)
+        self.nc = int(nc if nc is not None else (len(names) if names else self.spec.get("nc", 80)))
+        self.spec["nc"] = self.nc
+        self.model, self.blocks = build_layers(self.spec, self.nc)
+        self.save = sorted({s for b in self.blocks for s in
+                            (b.source if isinstance(b.source, list) else [b.source]) if s != -1})
+        self.names = list(names) if names else (list(COCO_NAMES) if self.nc == 80 else
+                                                 [f"class{i}" for i in range(self.nc)])
+        if len(self.names) != self.nc:
+            raise ValueError(f"{len(self.names)} class names given for nc={self.nc}")
+        self.head.bias_init()
+
+    @property
+    def head(self) -> Detect:
+        """The detection head (always the last block)."""
+        return self.model[-1]
+
+    @property
+    def stride(self) -> torch.Tensor:
+        """``(L,)`` strides of the head's pyramid levels, e.g. ``[8., 16., 32.]``."""
+        return self.head.stride
+
+    @property
+    def is_v10(self) -> bool:
+        """True for the NMS-free dual-assignment head."""
+        return isinstance(self.head, V10Detect)
+
+    @property
+    def arch(self) -> str:
+        """Family and scale, e.g. ``"yolov8n"`` (``"custom"`` when the head is unknown to the name scheme)."""
+        return f"yolov{'10' if self.is_v10 else '8'}{self.spec.get('scale') or ''}"
+
+    def forward(self, x: torch.Tensor):
+        outputs: list[torch.Tensor | None] = []
+        for layer, info in zip(self.model, self.blocks):
+            if isinstance(info.source, list):
+                x = [x if s == -1 else outputs[s] for s in info.source]
+            elif info.source != -1:
+                x = outputs[info.source]
+            x = layer(x)
+            outputs.append(x if info.index in self.save else None)
+        return x
+
+    @torch.no_grad()
+    def fuse(self) -> YOLO:
+        """Fold every batch-norm into its convolution and merge RepVGGDW branches (inference only)."""
+        for module in [m for m in self.modules() if isinstance(m, RepVGGDW)]:
+            module.fuse()
+        for module in [m for m in self.modules() if isinstance(m, Conv)]:
+            module.fuse()
+        return self
+
+
+def build_model(spec: str | Path | dict, nc: int | None = None, names: list[str] | None = None) -> YOLO:
+    """Build a randomly initialised :class:`YOLO` from a name (``"yolov8n"``), a yaml path or a spec dict."""
+    return YOLO(spec, nc=nc, names=names)
+
+
+def block_table(model: YOLO, imgsz: int = 640) -> list[dict]:
+    """One dict per block: index, from, module, repeats, params, output shape at ``imgsz``, part."""
+    rows = []
+    for info in model.blocks:
+        if info.part == "head":
+            shape = f"{4 + model.nc}x{sum((imgsz // int(s)) ** 2 for s in model.stride.tolist())}"
+        else:
+            side = math.ceil(imgsz / info.stride)
+            shape = f"{info.out_channels}x{side}x{side}"
+        rows.append({"index": info.index, "from": info.source, "module": info.module, "repeats": info.repeats,
+                     "params": sum(p.numel() for p in model.model[info.index].parameters()),
+                     "output": shape, "part": info.part})
+    return rows
