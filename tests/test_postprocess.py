@@ -1,0 +1,75 @@
+"""Post-processing equals the oracle's on the same tensors (v8 NMS, v10 top-k); letterbox mapping equals its scale_boxes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oracle import build_oracle, save_release, ultralytics
+from yolofreeze.boxes import letterbox_params, unletterbox_boxes
+from yolofreeze.convert import convert_official
+from yolofreeze.postprocess import nms, topk
+
+
+def confident_input(seed: int) -> torch.Tensor:
+    """An image-like input; heads' class biases are raised so that some scores pass conf=0.25."""
+    return torch.rand(2, 3, 160, 192, generator=torch.Generator().manual_seed(seed))
+
+
+def raise_class_bias(model: torch.nn.Module, value: float) -> None:
+    for name, p in model.named_parameters():
+        if "cv3." in name and name.endswith("2.bias"):
+            p.data.fill_(value)
+
+
+def assert_same_detections(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> None:
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape and a.shape[0] > 0
+        assert torch.equal(a[:, 5], b[:, 5])
+        assert (a[:, :4] - b[:, :4]).abs().max().item() <= 1e-3
+        assert (a[:, 4] - b[:, 4]).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_v8_nms_matches_oracle(tmp_path, multi_label):
+    ultralytics()
+    from ultralytics.utils.nms import non_max_suppression
+
+    oracle = build_oracle("yolov8n")
+    raise_class_bias(oracle, -0.5)
+    ours = convert_official(save_release(oracle, tmp_path / "v8.pt")).eval()
+    oracle = oracle.half().float().eval()
+    x = confident_input(3)
+    with torch.no_grad():
+        theirs = non_max_suppression(oracle(x)[0], 0.25, 0.7, multi_label=multi_label, max_det=300)
+        mine = nms(ours(x), conf=0.25, iou=0.7, max_det=300, multi_label=multi_label)
+    assert_same_detections(mine, theirs)
+
+
+def test_v10_topk_matches_oracle(tmp_path):
+    ultralytics()
+    from ultralytics.utils.nms import non_max_suppression
+
+    oracle = build_oracle("yolov10n")
+    raise_class_bias(oracle, -0.5)
+    ours = convert_official(save_release(oracle, tmp_path / "v10.pt")).eval()
+    oracle = oracle.half().float().eval()
+    oracle.model[-1].end2end = True  # released YOLOv10 weights predict end-to-end (one-to-one, no NMS)
+    x = confident_input(4)
+    with torch.no_grad():
+        theirs = non_max_suppression(oracle(x)[0], 0.25, 0.7, max_det=300, end2end=True)
+        mine = topk(ours(x), conf=0.25, max_det=300)
+    assert_same_detections(mine, theirs)
+
+
+@pytest.mark.parametrize("orig_hw,target_hw", [((480, 640), (480, 640)), ((1080, 1920), (384, 640)),
+                                               ((333, 517), (352, 544)), ((700, 300), (640, 288))])
+def test_unletterbox_matches_oracle_scale_boxes(orig_hw, target_hw):
+    ultralytics()
+    from ultralytics.utils.ops import scale_boxes
+
+    boxes = torch.rand(50, 4, generator=torch.Generator().manual_seed(0)) * torch.tensor(target_hw[::-1] * 2)
+    boxes = torch.cat((boxes[:, :2].minimum(boxes[:, 2:]), boxes[:, :2].maximum(boxes[:, 2:])), 1)
+    _, gain, pad = letterbox_params(orig_hw, target_hw)
+    mine = unletterbox_boxes(boxes, gain, pad, orig_hw)
+    theirs = scale_boxes(target_hw, boxes.clone(), orig_hw)
+    assert (mine - theirs).abs().max().item() <= 1e-3

@@ -1,0 +1,55 @@
+"""Pure box geometry: format conversions, IoU, and mapping boxes through a letterbox. No nn.Module here.
+
+Boxes are ``(..., 4)`` tensors in pixels unless said otherwise: ``xyxy`` = (x1, y1, x2, y2),
+``xywh`` = (centre x, centre y, width, height).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def xywh2xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """``(..., 4)`` centre/size → corners."""
+    xy, wh = boxes[..., :2], boxes[..., 2:4]
+    return torch.cat((xy - wh / 2, xy + wh / 2), -1)
+
+
+def xyxy2xywh(boxes: torch.Tensor) -> torch.Tensor:
+    """``(..., 4)`` corners → centre/size."""
+    a, b = boxes[..., :2], boxes[..., 2:4]
+    return torch.cat(((a + b) / 2, b - a), -1)
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` xyxy boxes → ``(N, M)``."""
+    top_left = torch.max(a[:, None, :2], b[None, :, :2])
+    bottom_right = torch.min(a[:, None, 2:], b[None, :, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter + eps)
+
+
+def letterbox_params(orig_hw: tuple[int, int], target_hw: tuple[int, int]
+                     ) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
+    """Geometry of fitting an ``orig_hw`` image, ratio kept, centred into a ``target_hw`` canvas.
+
+    Returns ``(new_hw, gain_xy, pad_xy)``: the resized image size ``(h, w)`` (each side rounded,
+    at least 1), the exact per-axis scale ``(new_w / w0, new_h / h0)``, and the ``(left, top)``
+    padding in pixels (the half-pixel split rounds ``pad - 0.1``, as the reference letterbox does).
+    A point ``p`` of the original maps to ``p * gain + pad`` in the canvas.
+    """
+    (h0, w0), (h1, w1) = orig_hw, target_hw
+    scale = min(h1 / h0, w1 / w0)
+    new_h, new_w = max(round(h0 * scale), 1), max(round(w0 * scale), 1)
+    pad_x, pad_y = round((w1 - new_w) / 2 - 0.1), round((h1 - new_h) / 2 - 0.1)
+    return (new_h, new_w), (new_w / w0, new_h / h0), (float(pad_x), float(pad_y))
+
+
+def unletterbox_boxes(boxes: torch.Tensor, gain: tuple[float, float], pad: tuple[float, float],
+                      orig_hw: tuple[int, int]) -> torch.Tensor:
+    """Map ``(N, 4)`` xyxy boxes from letterboxed-canvas pixels back to original-image pixels, clipped to the image."""
+    out = boxes.clone()
+    out[:, [0, 2]] = ((out[:, [0, 2]] - pad[0]) / gain[0]).clamp(0, orig_hw[1])
+    out[:, [1, 3]] = ((out[:, [1, 3]] - pad[1]) / gain[1]).clamp(0, orig_hw[0])
+    return out
