@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .download import RELEASES, download_weights
 from .model import YOLO
 from .safe_pickle import StandIn, safe_load
 
@@ -171,11 +172,17 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path) -> YOLO:
-    """Load our checkpoint or an official Ultralytics ``.pt`` (converted on the fly), in eval mode on CPU."""
+    """Load our checkpoint or an official Ultralytics ``.pt`` (converted on the fly), in eval mode on CPU.
+
+    A bare official name that is not a local file (``"yolov8n"``, ``"yolov10s.pt"``) is fetched
+    into the weights cache first (:func:`yolofreeze.download.download_weights`).
+    """
     path = Path(path)
+    if not path.is_file() and path.parent == Path(".") and path.stem.lower() in RELEASES:
+        path = download_weights(path.stem.lower())
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path} (official weights: python -m yolofreeze.download "
-                                f"{path.stem})")
+                                f"yolov8n, or pass a name like yolov8n.pt)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
