@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
+
+_PIL_OPEN = Image.open  # Ultralytics replaces PIL.Image.open process-wide on import; tests put it back
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
@@ -21,6 +24,7 @@ def ultralytics():
         import ultralytics as ul
     except ImportError as err:  # pragma: no cover - dev requirements missing
         pytest.fail(f"the test oracle is not installed (pip install -r requirements-dev.txt): {err}")
+    Image.open = _PIL_OPEN
     return ul
 
 
