@@ -77,7 +77,7 @@ def test_coco8_from_the_workplace_folder_with_coco_names(shared_data, monkeypatc
     monkeypatch.chdir(REPO)
     info = resolve_dataset("CoCo8")
     assert info.root == (shared_data / "coco8").resolve()
-    assert info.names == COCO80_NAMES and len(info.names) == 80
+    assert info.names == list(COCO80_NAMES) and len(info.names) == 80
     assert {s: len(r) for s, r in info.splits.items()} == {"train": 4, "val": 4}
 
 

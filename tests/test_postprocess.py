@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from oracle import build_oracle, save_release, ultralytics
-from yolofreeze.boxes import letterbox_params, unletterbox_boxes
+import numpy as np
+
+from yolofreeze.boxes import unletterbox_boxes
+from yolofreeze.data import letterbox_from_original
 from yolofreeze.convert import convert_official
 from yolofreeze.postprocess import nms, topk
 
@@ -63,13 +66,14 @@ def test_v10_topk_matches_oracle(tmp_path):
 
 @pytest.mark.parametrize("orig_hw,target_hw", [((480, 640), (480, 640)), ((1080, 1920), (384, 640)),
                                                ((333, 517), (352, 544)), ((700, 300), (640, 288))])
-def test_unletterbox_matches_oracle_scale_boxes(orig_hw, target_hw):
+def test_loader_letterbox_inverts_like_oracle_scale_boxes(orig_hw, target_hw):
     ultralytics()
     from ultralytics.utils.ops import scale_boxes
 
     boxes = torch.rand(50, 4, generator=torch.Generator().manual_seed(0)) * torch.tensor(target_hw[::-1] * 2)
     boxes = torch.cat((boxes[:, :2].minimum(boxes[:, 2:]), boxes[:, :2].maximum(boxes[:, 2:])), 1)
-    _, gain, pad = letterbox_params(orig_hw, target_hw)
+    image = np.zeros((*orig_hw, 3), np.uint8)
+    _, gain, pad = letterbox_from_original(image, orig_hw, max(target_hw), shape=target_hw)
     mine = unletterbox_boxes(boxes, gain, pad, orig_hw)
     theirs = scale_boxes(target_hw, boxes.clone(), orig_hw)
     assert (mine - theirs).abs().max().item() <= 1e-3

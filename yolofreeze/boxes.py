@@ -30,22 +30,6 @@ def box_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor
     return inter / (area_a[:, None] + area_b[None, :] - inter + eps)
 
 
-def letterbox_params(orig_hw: tuple[int, int], target_hw: tuple[int, int]
-                     ) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
-    """Geometry of fitting an ``orig_hw`` image, ratio kept, centred into a ``target_hw`` canvas.
-
-    Returns ``(new_hw, gain_xy, pad_xy)``: the resized image size ``(h, w)`` (each side rounded,
-    at least 1), the exact per-axis scale ``(new_w / w0, new_h / h0)``, and the ``(left, top)``
-    padding in pixels (the half-pixel split rounds ``pad - 0.1``, as the reference letterbox does).
-    A point ``p`` of the original maps to ``p * gain + pad`` in the canvas.
-    """
-    (h0, w0), (h1, w1) = orig_hw, target_hw
-    scale = min(h1 / h0, w1 / w0)
-    new_h, new_w = max(round(h0 * scale), 1), max(round(w0 * scale), 1)
-    pad_x, pad_y = round((w1 - new_w) / 2 - 0.1), round((h1 - new_h) / 2 - 0.1)
-    return (new_h, new_w), (new_w / w0, new_h / h0), (float(pad_x), float(pad_y))
-
-
 def unletterbox_boxes(boxes: torch.Tensor, gain: tuple[float, float], pad: tuple[float, float],
                       orig_hw: tuple[int, int]) -> torch.Tensor:
     """Map ``(N, 4)`` xyxy boxes from letterboxed-canvas pixels back to original-image pixels, clipped to the image."""

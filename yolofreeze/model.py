@@ -18,6 +18,7 @@ import torch
 import yaml
 from torch import nn
 
+from .names import COCO80_NAMES
 from .nn import PSA, SPPF, C2f, C2fCIB, Concat, Conv, Detect, RepVGGDW, SCDown, V10Detect
 
 LOGGER = logging.getLogger(__name__)
@@ -159,19 +160,6 @@ def build_layers(spec: dict, nc: int) -> tuple[nn.Sequential, list[BlockInfo]]:
     return nn.Sequential(*layers), infos
 
 
-COCO_NAMES = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse",
-    "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie",
-    "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove",
-    "skateboard", "surfboard", "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon",
-    "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut",
-    "cake", "chair", "couch", "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse",
-    "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
-    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
-)  # the 80 COCO class names, in the order of the official detectors
-
-
 class YOLO(nn.Module):
     """A YOLOv8 / YOLOv10 detector built from a spec.
 
@@ -189,7 +177,7 @@ class YOLO(nn.Module):
         self.model, self.blocks = build_layers(self.spec, self.nc)
         self.save = sorted({s for b in self.blocks for s in
                             (b.source if isinstance(b.source, list) else [b.source]) if s != -1})
-        self.names = list(names) if names else (list(COCO_NAMES) if self.nc == 80 else
+        self.names = list(names) if names else (list(COCO80_NAMES) if self.nc == 80 else
                                                  [f"class{i}" for i in range(self.nc)])
         if len(self.names) != self.nc:
             raise ValueError(f"{len(self.names)} class names given for nc={self.nc}")

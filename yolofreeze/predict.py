@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .boxes import unletterbox_boxes
 from .convert import load_model
-from .data.loader import letterbox, load_image
+from .data.loader import letterbox_from_original, load_image
 from .data.records import IMAGE_SUFFIXES
 from .model import YOLO
 from .postprocess import postprocess
@@ -41,8 +41,7 @@ def predict_image(model: YOLO, path: Path, imgsz: int = 640, conf: float = 0.25,
                   max_det: int = 300) -> torch.Tensor:
     """Detections ``(N, 6)``: ``x1, y1, x2, y2`` in original-image pixels, score, class index."""
     resized, (h0, w0) = load_image(path, imgsz)
-    canvas, ratio, pad = letterbox(resized, imgsz)
-    gain = (ratio[0] * resized.shape[1] / w0, ratio[1] * resized.shape[0] / h0)
+    canvas, gain, pad = letterbox_from_original(resized, (h0, w0), imgsz)
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(canvas)).permute(2, 0, 1)[None].to(device).float() / 255
     det = postprocess(model(x), model.is_v10, conf=conf, iou=iou, max_det=max_det)[0].cpu()

@@ -10,7 +10,7 @@ from .coco import to_coco_gt
 from .demo import DEMO_NAMES, demo_root, ensure_demo_dataset, write_demo_dataset
 from .formats import detect_format, label_path, read_coco, read_dataset, read_voc, read_yolo
 from .loader import (PAD_VALUE, Batch, DetectionDataset, ImageMeta, Sample, build_dataloader, collate, letterbox,
-                     load_image, rect_batch_shapes)
+                     letterbox_from_original, load_image, rect_batch_shapes)
 from .records import (PROBLEM_KINDS, DatasetInfo, DatasetNotFoundError, ImageRecord, ProblemReport,
                       read_image_size)
 from .registry import COCO80_NAMES, NAMED_DATASETS, dataset_bases, resolve_dataset
@@ -20,6 +20,7 @@ __all__ = [
     "DetectionDataset", "ImageMeta", "ImageRecord", "NAMED_DATASETS", "PAD_VALUE", "PROBLEM_KINDS",
     "ProblemReport", "Sample", "SplitSummary", "build_dataloader", "check_dataset", "collate", "dataset_bases",
     "demo_root", "detect_format", "ensure_demo_dataset", "format_report", "label_path", "letterbox",
+    "letterbox_from_original",
     "load_image", "read_coco", "read_dataset", "read_image_size", "read_voc", "read_yolo", "rect_batch_shapes",
     "resolve_dataset", "to_coco_gt", "write_demo_dataset",
 ]

@@ -92,6 +92,18 @@ def letterbox(image: np.ndarray, imgsz: int, shape: tuple[int, int] | None = Non
     return out, (w / width, h / height), (left, top)
 
 
+def letterbox_from_original(resized: np.ndarray, orig_hw: tuple[int, int], imgsz: int,
+                            shape: tuple[int, int] | None = None, stride: int = 32
+                            ) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+    """``letterbox`` of an image already shrunk by ``load_image``, with the ratio relative to the original file.
+
+    Returns ``out (H, W, 3)`` uint8, ``ratio (rx, ry)`` and ``pad (left, top)`` such that a point of the
+    original image maps as ``x_out = x_orig * rx + left``.
+    """
+    image, (rx, ry), pad = letterbox(resized, imgsz, shape, stride)
+    return image, (rx * resized.shape[1] / orig_hw[1], ry * resized.shape[0] / orig_hw[0]), pad
+
+
 def rect_batch_shapes(sizes: np.ndarray, imgsz: int, batch: int, stride: int = 32,
                       pad: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Order images by aspect ratio and give each batch of ``batch`` consecutive images one shape.
@@ -231,8 +243,8 @@ class DetectionDataset(Dataset):
     def _sample(self, index: int, resized: np.ndarray, shape: tuple[int, int]) -> Sample:
         """Letterbox the resized image of record ``index`` to ``shape`` and build its targets."""
         record = self.records[index]
-        image, (rx, ry), (left, top) = letterbox(resized, self.imgsz, shape)
-        ratio = (rx * resized.shape[1] / record.width, ry * resized.shape[0] / record.height)
+        orig_hw = (record.height, record.width)
+        image, ratio, (left, top) = letterbox_from_original(resized, orig_hw, self.imgsz, shape)
         keep = ~record.flags
         boxes = torch.from_numpy(record.boxes[keep] * np.array([*ratio, *ratio], np.float32)
                                  + np.array([left, top, left, top], np.float32))
