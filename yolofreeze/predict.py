@@ -43,7 +43,7 @@ def predict_image(model: YOLO, path: Path, imgsz: int = 640, conf: float = 0.25,
     resized, (h0, w0) = load_image(path, imgsz)
     canvas, gain, pad = letterbox_from_original(resized, (h0, w0), imgsz)
     device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(canvas)).permute(2, 0, 1)[None].to(device).float() / 255
+    x = torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1)))[None].to(device).float() / 255
     det = postprocess(model(x), model.is_v10, conf=conf, iou=iou, max_det=max_det)[0].cpu()
     det[:, :4] = unletterbox_boxes(det[:, :4], gain, pad, (h0, w0))
     return det

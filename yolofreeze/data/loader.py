@@ -59,7 +59,8 @@ def load_image(path: str | Path, imgsz: int, reduced_decode: bool = True) -> tup
         h, w = _fit(h0, w0, imgsz, None)
         if reduced_decode and image.format == "JPEG" and max(w, h) < max(w0, h0):
             image.draft("RGB", (w, h))
-        rgb = image.convert("RGB")
+        image.load()
+        rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even RGB → RGB
     if rgb.size != (w, h):
         rgb = rgb.resize((w, h), Image.BILINEAR)
     return np.asarray(rgb), (h0, w0)
@@ -78,7 +79,8 @@ def letterbox(image: np.ndarray, imgsz: int, shape: tuple[int, int] | None = Non
 
     Returns:
         ``out (H, W, 3)`` uint8, ``ratio (rx, ry)`` = resized / input size per axis, ``pad (left, top)``
-        in pixels; a point maps as ``x_out = x_in * rx + left``.
+        in pixels; a point maps as ``x_out = x_in * rx + left``. ``out`` is a view of a channel-first
+        buffer, so ``out.transpose(2, 0, 1)`` (what the model eats) is contiguous and costs no copy.
     """
     height, width = image.shape[:2]
     h, w = _fit(height, width, imgsz, shape)
@@ -87,9 +89,9 @@ def letterbox(image: np.ndarray, imgsz: int, shape: tuple[int, int] | None = Non
     if (h, w) != (height, width):
         image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
     top, left = (shape[0] - h) // 2, (shape[1] - w) // 2
-    out = np.full((shape[0], shape[1], 3), pad_value, np.uint8)
-    out[top:top + h, left:left + w] = image
-    return out, (w / width, h / height), (left, top)
+    chw = np.full((3, shape[0], shape[1]), pad_value, np.uint8)
+    chw[:, top:top + h, left:left + w] = image.transpose(2, 0, 1)
+    return chw.transpose(1, 2, 0), (w / width, h / height), (left, top)
 
 
 def letterbox_from_original(resized: np.ndarray, orig_hw: tuple[int, int], imgsz: int,
@@ -277,7 +279,12 @@ def collate(samples: Sequence[Sample]) -> Batch:
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed ``random`` and numpy in a DataLoader worker from the torch seed the loader gave it."""
+    """Seed ``random`` and numpy in a DataLoader worker from the torch seed the loader gave it.
+
+    Also limits the worker to one intra-op thread: workers already run in parallel, and more threads
+    per worker only oversubscribe the cores.
+    """
+    torch.set_num_threads(1)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
