@@ -138,3 +138,15 @@ def test_stale_demo_is_regenerated_but_foreign_folder_is_kept(tmp_path):
     with pytest.raises(FileExistsError):
         ensure_demo_dataset(foreign)
     assert (foreign / "thesis.tex").read_text() == "keep me"
+
+
+def test_check_cli_prints_the_summary_and_errors_clearly(shared_data, tmp_path, monkeypatch, capsys):
+    from yolofreeze.check import main as check_main
+
+    assert check_main([str(shared_data / "cplid-dev" / "data.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "insulator" in out and "defect" in out and "problems (0)" in out
+    monkeypatch.setenv("YOLOFREEZE_DATASETS", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert check_main(["InsPLAD"]) == 1
+    assert "InsPLAD-det" in capsys.readouterr().out

@@ -104,3 +104,4 @@ def format_report(report: DatasetReport) -> str:
     lines.append(f"problems ({report.problems.total()}):")
     lines.append(report.problems.format())
     return "\n".join(lines)
+
