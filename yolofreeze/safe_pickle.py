@@ -184,6 +184,8 @@ def safe_load(path: str | Path):
     for any global outside the allow-list, ``ValueError`` for files that are not zip archives.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a torch zip archive (legacy pre-1.6 checkpoints are not supported)")
     with zipfile.ZipFile(path) as archive:
