@@ -39,27 +39,27 @@ def load_spec(spec: str | Path | dict) -> dict:
     """Resolve a model name (``"yolov8n"``, ``"yolov10s"``), a yaml path or a dict into a spec dict.
 
     The returned dict is a copy with ``scale`` set to the chosen scale letter (or None when the
-    yaml has no ``scales``). A path like ``yolov8s.yaml`` that does not exist falls back to
-    ``yolov8.yaml`` beside it with scale ``s``, as users of the ecosystem expect.
+    yaml has no ``scales``). An existing yaml takes its scale from its ``scale`` key or the last letter
+    of its name (``my-yolov8s.yaml`` → ``s``). A name, or a path to a yaml that does not exist whose
+    stem is a known model (``models/yolov8s.yaml``), uses the spec shipped in ``models/``.
     """
     if isinstance(spec, dict):
         return _with_scale(copy.deepcopy(spec), spec.get("scale"), "<dict>")
-    text = str(spec)
-    match = MODEL_NAME.match(Path(text).stem) if not Path(text).is_file() else None
-    if match and Path(text).suffix in ("", ".pt", ".yaml") and not Path(text).is_file():
-        version, scale = match.group(1), match.group(2).lower()
-        candidates = [MODELS_DIR / f"yolov{version}{scale}.yaml", MODELS_DIR / f"yolov{version}.yaml"]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            raise FileNotFoundError(f"no spec for {text!r}: looked for {', '.join(map(str, candidates))}")
-        return _with_scale(_read_yaml(path), scale, str(path))
-    path = Path(text)
-    if not path.is_file():
-        raise FileNotFoundError(f"model spec {text!r} is neither a known name (yolov8n…x, yolov10n…x) "
+    path = Path(spec)
+    if path.is_file():
+        data = _read_yaml(path)
+        stem_scale = re.search(r"([nsmblx])$", path.stem)
+        return _with_scale(data, data.get("scale") or (stem_scale.group(1) if stem_scale else None), str(path))
+    match = MODEL_NAME.match(path.stem) if path.suffix in ("", ".pt", ".yaml") else None
+    if match is None:
+        raise FileNotFoundError(f"model spec {str(spec)!r} is neither a known name (yolov8n…x, yolov10n…x) "
                                 f"nor an existing yaml file")
-    data = _read_yaml(path)
-    stem_scale = re.search(r"([nsmblx])$", path.stem)
-    return _with_scale(data, data.get("scale") or (stem_scale.group(1) if stem_scale else None), str(path))
+    version, scale = match.group(1), match.group(2).lower()
+    candidates = [MODELS_DIR / f"yolov{version}{scale}.yaml", MODELS_DIR / f"yolov{version}.yaml"]
+    shipped = next((p for p in candidates if p.is_file()), None)
+    if shipped is None:
+        raise FileNotFoundError(f"no spec for {str(spec)!r}: looked for {', '.join(map(str, candidates))}")
+    return _with_scale(_read_yaml(shipped), scale, str(shipped))
 
 
 def _read_yaml(path: Path) -> dict:
@@ -200,7 +200,7 @@ class YOLO(nn.Module):
 
     @property
     def arch(self) -> str:
-        """Family and scale, e.g. ``"yolov8n"`` (``"custom"`` when the head is unknown to the name scheme)."""
+        """Family and scale, e.g. ``"yolov8n"`` (family only when the spec has no scales)."""
         return f"yolov{'10' if self.is_v10 else '8'}{self.spec.get('scale') or ''}"
 
     def forward(self, x: torch.Tensor):
