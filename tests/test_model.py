@@ -26,6 +26,9 @@ def test_yaml_path_and_nc_override():
     assert model.nc == 17 and model.arch == "yolov10s" and len(model.names) == 17
     assert model.state_dict()["model.23.one2one_cv3.0.2.bias"].shape == (17,)
     assert build_model("models/yolov8s.yaml").arch == "yolov8s"  # scale from the name, spec from yolov8.yaml
+    family = build_model("models/yolov10.yaml", nc=17)  # no scale named: the smallest, with a warning
+    assert family.arch == "yolov10n" and family.nc == 17
+    assert build_model(MODELS_DIR / "yolov8.yaml").arch == "yolov8n"
 
 
 def test_unknown_spec_errors_clearly():

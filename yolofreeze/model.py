@@ -24,7 +24,7 @@ from .nn import PSA, SPPF, C2f, C2fCIB, Concat, Conv, Detect, RepVGGDW, SCDown, 
 LOGGER = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-MODEL_NAME = re.compile(r"^yolov(8|10)([nsmblx])$", re.IGNORECASE)
+MODEL_NAME = re.compile(r"^yolov(8|10)([nsmblx]?)$", re.IGNORECASE)
 
 MODULES: dict[str, type[nn.Module]] = {
     "Conv": Conv, "C2f": C2f, "SPPF": SPPF, "SCDown": SCDown, "C2fCIB": C2fCIB, "PSA": PSA,
@@ -41,7 +41,8 @@ def load_spec(spec: str | Path | dict) -> dict:
     The returned dict is a copy with ``scale`` set to the chosen scale letter (or None when the
     yaml has no ``scales``). An existing yaml takes its scale from its ``scale`` key or the last letter
     of its name (``my-yolov8s.yaml`` → ``s``). A name, or a path to a yaml that does not exist whose
-    stem is a known model (``models/yolov8s.yaml``), uses the spec shipped in ``models/``.
+    stem is a known model (``models/yolov8s.yaml``), uses the spec shipped in ``models/``; a family
+    without scale (``yolov10``, ``models/yolov10.yaml``) means its ``n`` scale, with a warning.
     """
     if isinstance(spec, dict):
         return _with_scale(copy.deepcopy(spec), spec.get("scale"), "<dict>")
@@ -55,6 +56,9 @@ def load_spec(spec: str | Path | dict) -> dict:
         raise FileNotFoundError(f"model spec {str(spec)!r} is neither a known name (yolov8n…x, yolov10n…x) "
                                 f"nor an existing yaml file")
     version, scale = match.group(1), match.group(2).lower()
+    if not scale:
+        LOGGER.warning("%s names no scale (n s m l x%s): using n", spec, " b" if version == "10" else "")
+        scale = "n"
     candidates = [MODELS_DIR / f"yolov{version}{scale}.yaml", MODELS_DIR / f"yolov{version}.yaml"]
     shipped = next((p for p in candidates if p.is_file()), None)
     if shipped is None:
