@@ -1,4 +1,4 @@
-"""Pure box geometry: format conversions, IoU, and mapping boxes through a letterbox. No nn.Module here.
+"""Pure box geometry: format conversion and mapping boxes back through a letterbox. No nn.Module here.
 
 Boxes are ``(..., 4)`` tensors in pixels unless said otherwise: ``xyxy`` = (x1, y1, x2, y2),
 ``xywh`` = (centre x, centre y, width, height).
@@ -12,22 +12,6 @@ def xywh2xyxy(boxes: torch.Tensor) -> torch.Tensor:
     """``(..., 4)`` centre/size → corners."""
     xy, wh = boxes[..., :2], boxes[..., 2:4]
     return torch.cat((xy - wh / 2, xy + wh / 2), -1)
-
-
-def xyxy2xywh(boxes: torch.Tensor) -> torch.Tensor:
-    """``(..., 4)`` corners → centre/size."""
-    a, b = boxes[..., :2], boxes[..., 2:4]
-    return torch.cat(((a + b) / 2, b - a), -1)
-
-
-def box_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` xyxy boxes → ``(N, M)``."""
-    top_left = torch.max(a[:, None, :2], b[None, :, :2])
-    bottom_right = torch.min(a[:, None, 2:], b[None, :, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter + eps)
 
 
 def unletterbox_boxes(boxes: torch.Tensor, gain: tuple[float, float], pad: tuple[float, float],

@@ -100,7 +100,6 @@ class BlockInfo:
     source: int | list[int]
     module: str
     repeats: int
-    args: list
     out_channels: int
     stride: int
     part: str  # "backbone", "neck" or "head"
@@ -156,7 +155,7 @@ def build_layers(spec: dict, nc: int) -> tuple[nn.Sequential, list[BlockInfo]]:
         if cls in HEADS:
             module.stride = torch.tensor([float(s) for s in s_in])
         part = "head" if cls in HEADS else ("backbone" if index < len(spec["backbone"]) else "neck")
-        infos.append(BlockInfo(index, source, name, repeats, args if cls not in HEADS else args[:-1], c_out,
+        infos.append(BlockInfo(index, source, name, repeats, c_out,
                                stride if cls not in HEADS else min(s_in), part))
         layers.append(module)
         channels.append(c_out)

@@ -31,10 +31,8 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 class StandIn:
     """Inert replacement for a pickled class: accepts any constructor arguments and stores its state."""
 
-    _ys_args: tuple = ()
-
     def __init__(self, *args, **kwargs):
-        self._ys_args = args
+        pass  # constructor arguments of a pickled object are ignored: nothing here may act on them
 
     def __setstate__(self, state):
         if isinstance(state, tuple) and len(state) == 2:  # (dict state, slots state)
