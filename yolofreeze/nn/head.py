@@ -102,6 +102,7 @@ class Detect(nn.Module):
         self.cv2 = nn.ModuleList(box_branch(c, c_box, reg_max) for c in ch)
         self.cv3 = nn.ModuleList(self.cls_branch(c, c_cls, nc) for c in ch)
         self.dfl = DFL(reg_max)
+        self._anchor_cache = None  # (key, (points, strides)) of the last decoded map sizes
 
     @staticmethod
     def run_branches(feats: list[torch.Tensor], box: nn.ModuleList, cls: nn.ModuleList) -> list[torch.Tensor]:
@@ -117,9 +118,16 @@ class Detect(nn.Module):
         b = raw[0].shape[0]
         flat = torch.cat([r.view(b, self.no, -1) for r in raw], 2)  # (B, no, A)
         box_logits, cls_logits = flat.split((4 * self.reg_max, self.nc), 1)
-        points, strides = make_anchors(raw, self.stride)
+        points, strides = self.anchors(raw)
         boxes = dist2bbox(self.dfl(box_logits), points.T.unsqueeze(0), xywh=True, dim=1) * strides.T
         return torch.cat((boxes, cls_logits.sigmoid()), 1)
+
+    def anchors(self, raw: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``make_anchors`` for these map sizes, computed once per (sizes, device, dtype) and then reused."""
+        key = (tuple(r.shape[-2:] for r in raw), raw[0].device, raw[0].dtype)
+        if self._anchor_cache is None or self._anchor_cache[0] != key:
+            self._anchor_cache = (key, make_anchors(raw, self.stride))
+        return self._anchor_cache[1]
 
     def branch_pairs(self) -> list[tuple[nn.ModuleList, nn.ModuleList]]:
         """(box, cls) branch lists whose last-layer biases get the prior initialisation."""
