@@ -8,60 +8,55 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
-import torch
-
-from yolofreeze.convert import ConversionError, load_model
+from yolofreeze.cli import (ArgumentParser, default_device, device, entry_point, fraction, image_size,
+                            non_negative_int, positive_int)
+from yolofreeze.convert import load_model
 from yolofreeze.data import DatasetNotFoundError, resolve_dataset
 from yolofreeze.evaluate import evaluate, format_result
+from yolofreeze.nn import V10Detect
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser("eval.py", __doc__)
     parser.add_argument("--weights", required=True, help="checkpoint (.pt) or official name like yolov8n.pt")
     parser.add_argument("--data", required=True, help="data.yaml, dataset folder, or insplad/coco8/coco/demo")
     parser.add_argument("--split", default="val", help="split to evaluate")
-    parser.add_argument("--imgsz", type=int, default=640, help="long side of the input in pixels")
-    parser.add_argument("--batch", type=int, default=32, help="batch size")
-    parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold")
-    parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (YOLOv8)")
-    parser.add_argument("--max-det", type=int, default=300, help="detections kept per image")
-    parser.add_argument("--workers", type=int, default=2, help="data loader worker processes")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--imgsz", type=image_size, default=640, help="long side of the input in pixels")
+    parser.add_argument("--batch", type=positive_int, default=32, help="batch size")
+    parser.add_argument("--conf", type=fraction, default=0.001, help="confidence threshold")
+    parser.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (YOLOv8, YOLOv10 one2many)")
+    parser.add_argument("--max-det", type=positive_int, default=300, help="detections kept per image")
+    parser.add_argument("--v10-head", choices=V10Detect.BRANCHES, default="one2one",
+                        help="YOLOv10 branch: one2one (NMS-free, the paper's) or one2many (+ NMS)")
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="data loader worker processes")
+    parser.add_argument("--device", type=device, default=default_device())
     parser.add_argument("--out", default=None, help="output folder (default runs/eval/<weights stem>-<split>)")
     parser.add_argument("--save-gt", action="store_true", help="also write the COCO ground truth json")
     return parser.parse_args(argv)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        info = resolve_dataset(args.data)
-        if args.split not in info.splits:
-            raise DatasetNotFoundError(f"{args.data} has no split {args.split!r} (has {', '.join(info.splits)})")
-        model = load_model(args.weights).to(args.device)
-    except (DatasetNotFoundError, FileNotFoundError, ConversionError, ValueError, ConnectionError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    info = resolve_dataset(args.data)
+    if args.split not in info.splits:
+        raise DatasetNotFoundError(f"{args.data} has no split {args.split!r} (has {', '.join(info.splits)})")
+    model = load_model(args.weights).use_v10_head(args.v10_head).to(args.device)
     records = info.splits[args.split]
     print(f"{info.format} dataset {info.root}: {len(records)} {args.split} images, {info.nc} classes")
     if info.problems.total():
         print(f"while reading (bad items skipped, nothing else lost):\n{info.problems.format()}")
     out = Path(args.out or f"runs/eval/{Path(args.weights).stem}-{args.split}")
-    try:
-        result = evaluate(model, records, info.names, info.category_ids, out, args.imgsz, args.batch, args.conf,
-                          args.iou, args.max_det, args.workers, args.save_gt)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    result = evaluate(model, records, info.names, info.category_ids, out, args.imgsz, args.batch, args.conf,
+                      args.iou, args.max_det, args.workers, args.save_gt)
     print(format_result(result))
     (out / "metrics.json").write_text(json.dumps({"weights": str(args.weights), "data": str(args.data),
-                                                  "split": args.split, "imgsz": args.imgsz, **result.to_dict()},
-                                                 indent=1))
+                                                  "split": args.split, "imgsz": args.imgsz,
+                                                  "v10_head": args.v10_head if model.is_v10 else None,
+                                                  **result.to_dict()}, indent=1))
     print(f"wrote {out}/predictions.json and metrics.json")
     return 0
 

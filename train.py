@@ -6,31 +6,30 @@ freeze index is valid — prints the blocks ``--freeze`` would freeze, and exits
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from yolofreeze.convert import ConversionError, load_model
-from yolofreeze.data import DatasetNotFoundError, resolve_dataset
+from yolofreeze.cli import ArgumentParser, default_device, device, entry_point, image_size, non_negative_int
+from yolofreeze.convert import load_model
+from yolofreeze.data import resolve_dataset
 from yolofreeze.model import block_table, build_model
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser("train.py", __doc__)
     parser.add_argument("--model", default="yolov8n", help="name/yaml (from scratch) or checkpoint .pt")
     parser.add_argument("--data", default="demo", help="data.yaml, dataset folder, or insplad/coco8/coco/demo")
-    parser.add_argument("--freeze", type=int, default=0, help="freeze blocks 0..N-1")
+    parser.add_argument("--freeze", type=non_negative_int, default=0, help="freeze blocks 0..N-1")
+    parser.add_argument("--imgsz", type=image_size, default=640, help="training image size in pixels")
+    parser.add_argument("--device", type=device, default=default_device())
     args = parser.parse_args(argv)
-    try:
-        info = resolve_dataset(args.data)
-        model = load_model(args.model) if Path(args.model).suffix == ".pt" else build_model(args.model, nc=info.nc)
-    except (DatasetNotFoundError, FileNotFoundError, ConversionError, ValueError, ConnectionError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    info = resolve_dataset(args.data)
+    model = load_model(args.model) if Path(args.model).suffix == ".pt" else build_model(args.model, nc=info.nc)
     blocks = block_table(model)
-    if not 0 <= args.freeze <= len(blocks):
-        print(f"error: --freeze must be between 0 and {len(blocks)} for {model.arch}", file=sys.stderr)
-        return 1
+    if args.freeze >= len(blocks):
+        parser.error(f"--freeze {args.freeze}: {model.arch} has {len(blocks)} blocks (0-{len(blocks) - 1}); "
+                     f"freeze at most {len(blocks) - 1} so that the head trains")
     frozen = blocks[:args.freeze]
     print(f"{model.arch} on {info.format} dataset {info.root} ({info.nc} classes): --freeze {args.freeze} would "
           f"freeze {sum(b['params'] for b in frozen):,} of {sum(b['params'] for b in blocks):,} parameters "

@@ -28,5 +28,5 @@ def test_inspect_official_checkpoint(tmp_path, capsys):
 def test_inspect_bad_input_is_one_clear_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "yolofreeze.inspect", str(tmp_path / "missing.pt")],
                             capture_output=True, text=True)
-    assert result.returncode == 1
-    assert result.stdout.startswith("error: weights file not found") and "Traceback" not in result.stderr
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: weights file not found") and len(result.stderr.splitlines()) == 1

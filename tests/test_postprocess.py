@@ -10,7 +10,8 @@ import numpy as np
 from yolofreeze.boxes import unletterbox_boxes
 from yolofreeze.data import letterbox_from_original
 from yolofreeze.convert import convert_official
-from yolofreeze.postprocess import nms, topk
+from yolofreeze.model import build_model
+from yolofreeze.postprocess import nms, postprocess
 
 
 def confident_input(seed: int) -> torch.Tensor:
@@ -48,20 +49,32 @@ def test_v8_nms_matches_oracle(tmp_path, multi_label):
     assert_same_detections(mine, theirs)
 
 
-def test_v10_topk_matches_oracle(tmp_path):
+@pytest.mark.parametrize("head", ["one2one", "one2many"])
+def test_v10_heads_match_oracle(tmp_path, head):
+    """one2one: NMS-free top-k (the paper's, our default); one2many: NMS, the installed reference's default."""
     ultralytics()
     from ultralytics.utils.nms import non_max_suppression
 
     oracle = build_oracle("yolov10n")
     raise_class_bias(oracle, -0.5)
-    ours = convert_official(save_release(oracle, tmp_path / "v10.pt")).eval()
+    ours = convert_official(save_release(oracle, tmp_path / "v10.pt")).eval().use_v10_head(head)
     oracle = oracle.half().float().eval()
-    oracle.model[-1].end2end = True  # released YOLOv10 weights predict end-to-end (one-to-one, no NMS)
+    oracle.model[-1].end2end = head == "one2one"
     x = confident_input(4)
     with torch.no_grad():
-        theirs = non_max_suppression(oracle(x)[0], 0.25, 0.7, max_det=300, end2end=True)
-        mine = topk(ours(x), conf=0.25, max_det=300)
+        theirs = non_max_suppression(oracle(x)[0], 0.25, 0.7, max_det=300, end2end=head == "one2one")
+        mine = postprocess(ours(x), ours.nms_free, conf=0.25, iou=0.7, max_det=300)
+    assert ours.nms_free == (head == "one2one")
     assert_same_detections(mine, theirs)
+
+
+def test_v10_head_choice_is_checked():
+    v8, v10 = build_model("yolov8n"), build_model("yolov10n")
+    assert v8.use_v10_head("one2one") is v8 and not v8.nms_free
+    with pytest.raises(ValueError, match="applies to YOLOv10"):
+        v8.use_v10_head("one2many")
+    with pytest.raises(ValueError, match="unknown YOLOv10 head"):
+        v10.use_v10_head("both")
 
 
 @pytest.mark.parametrize("orig_hw,target_hw", [((480, 640), (480, 640)), ((1080, 1920), (384, 640)),

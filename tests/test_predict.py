@@ -35,5 +35,5 @@ def test_predict_writes_images_and_json(shared_data, tmp_path, capsys):
 
 
 def test_predict_missing_source_is_clear(tmp_path, capsys):
-    assert predict_main(["--weights", "x.pt", "--source", str(tmp_path / "nope")]) == 1
-    assert "source not found" in capsys.readouterr().out
+    assert predict_main(["--weights", "x.pt", "--source", str(tmp_path / "nope")]) == 2
+    assert "source not found" in capsys.readouterr().err

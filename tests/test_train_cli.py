@@ -16,5 +16,5 @@ def test_reports_frozen_blocks_and_exits_2(tmp_path, monkeypatch, capsys):
 
 def test_bad_freeze_index_is_an_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("YOLOFREEZE_DATASETS", str(tmp_path))
-    assert train_cli.main(["--data", "demo", "--freeze", "40"]) == 1
-    assert "between 0 and 23" in capsys.readouterr().err
+    assert train_cli.main(["--data", "demo", "--freeze", "40"]) == 2
+    assert "has 23 blocks (0-22)" in capsys.readouterr().err

@@ -5,21 +5,17 @@ problem found while reading (bad boxes, unknown classes, unreadable images …),
 """
 from __future__ import annotations
 
-import argparse
+from .cli import ArgumentParser, entry_point
+from .data import check_dataset, format_report, resolve_dataset
 
-from .data import DatasetNotFoundError, check_dataset, format_report, resolve_dataset
 
-
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m yolofreeze.check", description=__doc__.splitlines()[0])
+    parser = ArgumentParser("python -m yolofreeze.check", __doc__)
     parser.add_argument("data", help="data.yaml, dataset folder, or a name: insplad, coco8, coco, demo")
     parser.add_argument("--decode", action="store_true", help="also decode every image fully (finds corrupt pixels)")
     args = parser.parse_args(argv)
-    try:
-        info = resolve_dataset(args.data)
-    except DatasetNotFoundError as err:
-        print(f"error: {err}")
-        return 1
+    info = resolve_dataset(args.data)
     print(f"{info.format} dataset at {info.root}, {info.nc} classes")
     print(format_report(check_dataset(info, decode=args.decode)))
     return 0

@@ -9,7 +9,6 @@ against that digest (and against ``sha256=`` when the caller knows the expected 
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
@@ -20,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
+
+from .cli import ArgumentParser, entry_point
 
 LOGGER = logging.getLogger(__name__)
 
@@ -93,21 +94,19 @@ def download_weights(name: str, directory: str | Path | None = None, sha256: str
     return target
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m yolofreeze.download", description=__doc__.splitlines()[0])
+    parser = ArgumentParser("python -m yolofreeze.download", __doc__)
     parser.add_argument("names", nargs="+", help=f"one or more of: {', '.join(RELEASES)}")
     parser.add_argument("--dir", default=None, help=f"cache folder (default {cache_dir()})")
     parser.add_argument("--sha256", default=None, help="expected digest (with a single name)")
     args = parser.parse_args(argv)
-    status = 0
+    if args.sha256 and len(args.names) > 1:
+        parser.error("--sha256 checks one file: give a single name with it")
     for name in args.names:
-        try:
-            path = download_weights(name, args.dir, args.sha256)
-            print(f"{path}  sha256 {sha256_of(path)}")
-        except (ValueError, ConnectionError) as err:
-            print(f"error: {err}")
-            status = 1
-    return status
+        path = download_weights(name, args.dir, args.sha256)
+        print(f"{path}  sha256 {sha256_of(path)}")
+    return 0
 
 
 if __name__ == "__main__":

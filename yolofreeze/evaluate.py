@@ -86,7 +86,7 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
         pred = model(x)
         _sync(device)
         t2 = time.perf_counter()
-        detections = postprocess(pred, model.is_v10, conf=conf, iou=iou, max_det=max_det, multi_label=True)
+        detections = postprocess(pred, model.nms_free, conf=conf, iou=iou, max_det=max_det, multi_label=True)
         for det, meta in zip(detections, metas):
             det = det.cpu()
             boxes = unletterbox_boxes(det[:, :4], meta.ratio, meta.pad, meta.orig_shape)

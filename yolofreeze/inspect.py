@@ -4,9 +4,9 @@
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from .cli import ArgumentParser, entry_point, image_size, positive_int
 from .convert import load_model
 from .model import YOLO, block_table, build_model
 
@@ -32,20 +32,14 @@ def format_block_table(model: YOLO, imgsz: int = 640) -> str:
     return "\n".join(lines)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m yolofreeze.inspect", description=__doc__.splitlines()[0])
+    parser = ArgumentParser("python -m yolofreeze.inspect", __doc__)
     parser.add_argument("model", help="model name (yolov8n … yolov10x), model yaml, or checkpoint (.pt)")
-    parser.add_argument("--imgsz", type=int, default=640, help="input size for the output-shape column")
-    parser.add_argument("--nc", type=int, default=None, help="number of classes (names and yamls only)")
+    parser.add_argument("--imgsz", type=image_size, default=640, help="input size for the output-shape column")
+    parser.add_argument("--nc", type=positive_int, default=None, help="number of classes (names and yamls only)")
     args = parser.parse_args(argv)
-    try:
-        if Path(args.model).suffix == ".pt":
-            model = load_model(args.model)
-        else:
-            model = build_model(args.model, nc=args.nc)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}")
-        return 1
+    model = load_model(args.model) if Path(args.model).suffix == ".pt" else build_model(args.model, nc=args.nc)
     print(format_block_table(model, args.imgsz))
     return 0
 

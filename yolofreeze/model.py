@@ -202,6 +202,24 @@ class YOLO(nn.Module):
         return isinstance(self.head, V10Detect)
 
     @property
+    def nms_free(self) -> bool:
+        """True when eval-mode output is post-processed by top-k, not NMS (YOLOv10 decoding its one-to-one branch)."""
+        return self.is_v10 and self.head.eval_branch == "one2one"
+
+    def use_v10_head(self, branch: str) -> YOLO:
+        """Choose the YOLOv10 branch decoded in eval mode: ``"one2one"`` (NMS-free) or ``"one2many"`` (needs NMS).
+
+        Raises ValueError for an unknown branch, or for ``"one2many"`` on a YOLOv8 model (it has one head).
+        """
+        if branch not in V10Detect.BRANCHES:
+            raise ValueError(f"unknown YOLOv10 head {branch!r}; choose one of {', '.join(V10Detect.BRANCHES)}")
+        if self.is_v10:
+            self.head.eval_branch = branch
+        elif branch != "one2one":
+            raise ValueError(f"--v10-head {branch} applies to YOLOv10 models; {self.arch} has a single head")
+        return self
+
+    @property
     def arch(self) -> str:
         """Family and scale, e.g. ``"yolov8n"`` (family only when the spec has no scales)."""
         return f"yolov{'10' if self.is_v10 else '8'}{self.spec.get('scale') or ''}"

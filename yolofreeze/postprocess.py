@@ -5,7 +5,8 @@ sigmoid scores). Output: one ``(N, 6)`` tensor per image, rows ``(x1, y1, x2, y2
 sorted by score, at most ``max_det`` rows.
 
 * YOLOv8: confidence filter → class-aware NMS (torchvision) → ``max_det``.
-* YOLOv10: NMS-free: top-``max_det`` (anchor, class) pairs of the one-to-one branch, then the confidence filter.
+* YOLOv10, one-to-one branch (default): NMS-free: top-``max_det`` (anchor, class) pairs, then the confidence filter.
+* YOLOv10, one-to-many branch (``YOLO.use_v10_head("one2many")``): as YOLOv8.
 """
 from __future__ import annotations
 
@@ -73,9 +74,10 @@ def topk(pred: torch.Tensor, conf: float = 0.25, max_det: int = 300, classes: li
     return out
 
 
-def postprocess(pred: torch.Tensor, v10: bool, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+def postprocess(pred: torch.Tensor, nms_free: bool, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
                 multi_label: bool = False, classes: list[int] | None = None) -> list[torch.Tensor]:
-    """Pick the post-processing of the model family (``v10`` → :func:`topk`, else :func:`nms`)."""
-    if v10:
+    """Pick the post-processing the output needs: :func:`topk` when ``nms_free`` (``YOLO.nms_free``: YOLOv10's
+    one-to-one branch), else :func:`nms`."""
+    if nms_free:
         return topk(pred, conf=conf, max_det=max_det, classes=classes)
     return nms(pred, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label, classes=classes)

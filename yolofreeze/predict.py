@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -15,10 +14,12 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from .boxes import unletterbox_boxes
+from .cli import ArgumentParser, default_device, device, entry_point, fraction, image_size, positive_int
 from .convert import load_model
 from .data.loader import letterbox_from_original, load_image
-from .data.records import IMAGE_SUFFIXES
+from .data.records import IMAGE_ERRORS, IMAGE_SUFFIXES
 from .model import YOLO
+from .nn import V10Detect
 from .postprocess import postprocess
 
 LOGGER = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def predict_image(model: YOLO, path: Path, imgsz: int = 640, conf: float = 0.25,
     canvas, gain, pad = letterbox_from_original(resized, (h0, w0), imgsz)
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1)))[None].to(device).float() / 255
-    det = postprocess(model(x), model.is_v10, conf=conf, iou=iou, max_det=max_det)[0].cpu()
+    det = postprocess(model(x), model.nms_free, conf=conf, iou=iou, max_det=max_det)[0].cpu()
     det[:, :4] = unletterbox_boxes(det[:, :4], gain, pad, (h0, w0))
     return det
 
@@ -58,33 +59,33 @@ def draw_detections(path: Path, det: torch.Tensor, names: list[str]) -> Image.Im
         color = PALETTE[int(cls) % len(PALETTE)]
         label = f"{names[int(cls)]} {score:.2f}"
         pen.rectangle((x1, y1, x2, y2), outline=color, width=width)
-        left, top, right, bottom = pen.textbbox((x1, y1), label)
-        lift = bottom - top + 2 * width
-        pen.rectangle((x1, y1 - lift, x1 + right - left + 2 * width, y1), fill=color)
-        pen.text((x1 + width, y1 - lift + width), label, fill=(255, 255, 255))
+        left, top, right, bottom = pen.textbbox((0, 0), label)
+        label_h = bottom - top + 2 * width
+        label_top = y1 - label_h if y1 - label_h >= 0 else y1  # above the box, or inside it at the top edge
+        label_left = min(x1, max(0, image.width - (right - left + 2 * width)))  # never past the right edge
+        pen.rectangle((label_left, label_top, label_left + right - left + 2 * width, label_top + label_h), fill=color)
+        pen.text((label_left + width, label_top + width - top), label, fill=(255, 255, 255))
     return image
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m yolofreeze.predict", description=__doc__.splitlines()[0])
+    parser = ArgumentParser("python -m yolofreeze.predict", __doc__)
     parser.add_argument("--weights", required=True, help="our checkpoint, an official .pt, or a name like yolov8n.pt")
     parser.add_argument("--source", required=True, help="image file or directory of images")
-    parser.add_argument("--out", default="runs/predict", help="output directory (default runs/predict)")
-    parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--conf", type=float, default=0.25, help="confidence threshold")
-    parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (YOLOv8 only)")
-    parser.add_argument("--max-det", type=int, default=300)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default="runs/predict", help="output directory")
+    parser.add_argument("--imgsz", type=image_size, default=640, help="long side of the input in pixels")
+    parser.add_argument("--conf", type=fraction, default=0.25, help="confidence threshold")
+    parser.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (YOLOv8, YOLOv10 one2many)")
+    parser.add_argument("--max-det", type=positive_int, default=300, help="detections kept per image")
+    parser.add_argument("--v10-head", choices=V10Detect.BRANCHES, default="one2one",
+                        help="YOLOv10 branch: one2one (NMS-free, the paper's) or one2many (+ NMS)")
+    parser.add_argument("--device", type=device, default=default_device())
     args = parser.parse_args(argv)
-    try:
-        images = list_images(args.source)
-        model = load_model(args.weights).to(args.device)
-    except (FileNotFoundError, ValueError, ConnectionError) as err:
-        print(f"error: {err}")
-        return 1
+    images = list_images(args.source)
     if not images:
-        print(f"error: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.source}")
-        return 1
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.source}")
+    model = load_model(args.weights).use_v10_head(args.v10_head).to(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, failed = [], 0
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             det = predict_image(model, path, args.imgsz, args.conf, args.iou, args.max_det)
             draw_detections(path, det, model.names).save(out / f"{path.stem}.jpg", quality=90)
-        except (OSError, ValueError, SyntaxError) as err:
+        except IMAGE_ERRORS as err:
             LOGGER.warning("skipped %s: %s", path, err)
             failed += 1
             continue

@@ -1,7 +1,8 @@
 """``resolve_dataset``: a data.yaml, a dataset folder, or a registered name -> ``DatasetInfo``.
 
 Registered names (case-insensitive): ``insplad``, ``coco``, ``coco8`` and ``demo``. Named datasets are
-looked for under ``$YOLOFREEZE_DATASETS`` (when set) and ``./datasets``; ``demo`` is generated on first use.
+looked for under ``$YOLOFREEZE_DATASETS`` (when set), ``./datasets`` and ``datasets/`` of the project checkout,
+whatever the current directory; ``demo`` is generated on first use.
 """
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from .formats import LAYOUTS, detect_format, read_dataset
 from ..names import COCO80_NAMES
 from .records import DatasetInfo, DatasetNotFoundError
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
 @dataclass(frozen=True)
 class NamedDataset:
     """A dataset known by name: its folder under a datasets base, format, expected layout and origin."""
@@ -23,7 +27,7 @@ class NamedDataset:
     layout: str
     download: str
     names: tuple[str, ...] | None = None
-    extra_places: tuple[str, ...] = ()
+    extra_places: tuple[str, ...] = ()  # relative to PROJECT_ROOT
 
 
 NAMED_DATASETS = {
@@ -41,15 +45,16 @@ NAMED_DATASETS = {
         folder="coco8", format="yolo", names=tuple(COCO80_NAMES),
         layout="coco8/images/{train,val}/*.jpg and coco8/labels/{train,val}/*.txt",
         download="the Ultralytics coco8 sample (first 4 train + 4 val images of COCO train2017)",
-        extra_places=("../shared/data/coco8",)),
+        extra_places=("../shared/data/coco8",)),  # relative to the project checkout
 }
 
 
 def dataset_bases() -> list[Path]:
-    """Folders that hold named datasets: ``$YOLOFREEZE_DATASETS`` (if set), then ``./datasets``."""
+    """Folders that hold named datasets: ``$YOLOFREEZE_DATASETS`` (if set), ``./datasets``, the checkout's ``datasets``."""
     env = os.environ.get("YOLOFREEZE_DATASETS")
     bases = [Path(env).expanduser()] if env else []
-    return bases + [Path("datasets")]
+    bases += [Path("datasets"), PROJECT_ROOT / "datasets"]
+    return list({base.resolve(): base for base in bases}.values())
 
 
 def _has_layout(folder: Path, format: str) -> bool:
@@ -63,7 +68,8 @@ def _has_layout(folder: Path, format: str) -> bool:
 def _resolve_named(key: str) -> DatasetInfo:
     """Read the registered dataset ``key`` from the first place that has it; raise with every place tried."""
     entry = NAMED_DATASETS[key]
-    places = [base / entry.folder for base in dataset_bases()] + [Path(p) for p in entry.extra_places]
+    places = [base / entry.folder for base in dataset_bases()]
+    places += [(PROJECT_ROOT / p).resolve() for p in entry.extra_places]
     for place in places:
         if _has_layout(place, entry.format):
             return read_dataset(place, entry.format, entry.names)

@@ -147,19 +147,24 @@ class V10Detect(Detect):
 
     The one-to-one branch (``one2one_cv2``/``one2one_cv3``) sees *detached* features in training,
     so its gradient never reaches the backbone. Train mode returns
-    ``{"one2many": [maps], "one2one": [maps]}``; eval mode decodes the one-to-one branch only:
-    ``(B, 4 + nc, A)`` as in :class:`Detect`.
+    ``{"one2many": [maps], "one2one": [maps]}``; eval mode decodes one branch only, ``(B, 4 + nc, A)`` as in
+    :class:`Detect`: ``eval_branch`` ``"one2one"`` (default, the paper's NMS-free output: post-process with
+    top-k) or ``"one2many"`` (post-process with NMS, like the installed reference unless ``nms=False``).
     """
 
     cls_branch = staticmethod(cls_branch_v10)
+    BRANCHES = ("one2one", "one2many")
 
     def __init__(self, nc: int = 80, ch: tuple[int, ...] = (), reg_max: int = 16):
         super().__init__(nc, ch, reg_max)
         self.one2one_cv2 = copy.deepcopy(self.cv2)
         self.one2one_cv3 = copy.deepcopy(self.cv3)
+        self.eval_branch = "one2one"
 
     def forward(self, feats: list[torch.Tensor]) -> dict[str, list[torch.Tensor]] | torch.Tensor:
         if not self.training:
+            if self.eval_branch == "one2many":
+                return self.decode(self.run_branches(feats, self.cv2, self.cv3))
             return self.decode(self.run_branches(feats, self.one2one_cv2, self.one2one_cv3))
         detached = [f.detach() for f in feats]
         return {"one2many": self.run_branches(feats, self.cv2, self.cv3),
