@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", type=device, default=default_device())
     parser.add_argument("--out", default=None, help="output folder (default runs/eval/<weights stem>-<split>)")
     parser.add_argument("--save-gt", action="store_true", help="also write the COCO ground truth json")
+    parser.add_argument("--ignore-names", action="store_true",
+                        help="match model and dataset classes by index, not by name (the counts must agree)")
     return parser.parse_args(argv)
 
 
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"while reading (bad items skipped, nothing else lost):\n{info.problems.format()}")
     out = Path(args.out or f"runs/eval/{Path(args.weights).stem}-{args.split}")
     result = evaluate(model, records, info.names, info.category_ids, out, args.imgsz, args.batch, args.conf,
-                      args.iou, args.max_det, args.workers, args.save_gt)
+                      args.iou, args.max_det, args.workers, args.save_gt, ignore_names=args.ignore_names)
+    if result.class_match:
+        print(f"classes: {result.class_match}")
     print(format_result(result))
     (out / "metrics.json").write_text(json.dumps({"weights": str(args.weights), "data": str(args.data),
                                                   "split": args.split, "imgsz": args.imgsz,

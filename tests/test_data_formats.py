@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from oracle import ultralytics
 from yolofreeze.data import (DatasetNotFoundError, check_dataset, detect_format, format_report, label_path,
                              read_coco, read_dataset, read_image_size, read_voc, read_yolo)
 
@@ -26,9 +27,12 @@ SPEC = {
 }
 
 
-def _image(path: Path, size, seed: int = 0) -> Path:
-    """Write a small noisy RGB image (JPEG or PNG by suffix)."""
+def _image(path: Path, size, seed: int = 0, source: Path | None = None) -> Path:
+    """Write a small noisy RGB image (JPEG or PNG by suffix), or link to an existing image ``source``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        path.symlink_to(source)
+        return path
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
     return path
@@ -42,30 +46,35 @@ def _truncated_jpeg(path: Path) -> Path:
     return path
 
 
-def write_yolo(root: Path, spec=SPEC, names=NAMES) -> Path:
-    """YOLO txt: images/<split>/<stem>.jpg, labels/<split>/<stem>.txt, data.yaml (names as a dict)."""
+def write_yolo(root: Path, spec=SPEC, names=NAMES, images: dict[str, Path] | None = None) -> Path:
+    """YOLO txt: images/<split>/<stem>.jpg, labels/<split>/<stem>.txt, data.yaml (names as a dict).
+
+    ``images`` (stem -> existing image file) links real images instead of writing noise; same in every writer.
+    """
     for split, items in spec.items():
         for i, (stem, (w, h), boxes, classes, _) in enumerate(items):
-            _image(root / "images" / split / f"{stem}.jpg", (w, h), seed=i)
+            _image(root / "images" / split / f"{stem}.jpg", (w, h), seed=i, source=(images or {}).get(stem))
             rows = [f"{c} {(x1 + x2) / 2 / w:.9f} {(y1 + y2) / 2 / h:.9f} {(x2 - x1) / w:.9f} {(y2 - y1) / h:.9f}"
                     for (x1, y1, x2, y2), c in zip(boxes, classes)]
             label = root / "labels" / split / f"{stem}.txt"
             label.parent.mkdir(parents=True, exist_ok=True)
             label.write_text("\n".join(rows) + ("\n" if rows else ""))
     names_yaml = "".join(f"  {k}: {n}\n" for k, n in enumerate(names))
-    (root / "data.yaml").write_text(f"path: .\ntrain: images/train\nval: images/val\nnames:\n{names_yaml}")
+    splits_yaml = "".join(f"{split}: images/{split}\n" for split in spec)
+    (root / "data.yaml").write_text(f"path: .\n{splits_yaml}names:\n{names_yaml}")
     return root / "data.yaml"
 
 
 def write_coco(root: Path, spec=SPEC, names=NAMES, category_ids=(3, 7, 11), extra_images=None,
-               extra_annotations=None) -> Path:
+               extra_annotations=None, images: dict[str, Path] | None = None) -> Path:
     """COCO json: annotations/instances_<split>.json, images in <split>/; categories listed in shuffled order."""
     categories = [{"id": cid, "name": n} for cid, n in zip(category_ids, names)][::-1]
     (root / "annotations").mkdir(parents=True, exist_ok=True)
+    sources = images or {}
     for split, items in spec.items():
         images, annotations = [], []
         for i, (stem, (w, h), boxes, classes, flags) in enumerate(items):
-            _image(root / split / f"{stem}.jpg", (w, h), seed=i)
+            _image(root / split / f"{stem}.jpg", (w, h), seed=i, source=sources.get(stem))
             images.append({"id": 100 + i, "file_name": f"{stem}.jpg", "width": w, "height": h})
             for (x1, y1, x2, y2), c, f in zip(boxes, classes, flags):
                 annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": category_ids[c],
@@ -87,12 +96,15 @@ def _voc_xml(stem: str, size, objects) -> str:
             f"<depth>3</depth></size>{body}</annotation>")
 
 
-def write_voc(root: Path, spec=SPEC, names=NAMES, split_lists: bool = True) -> Path:
-    """Pascal VOC: Annotations/<stem>.xml (xmin = x1 + 1), JPEGImages/<stem>.jpg, ImageSets/Main/<split>.txt."""
+def write_voc(root: Path, spec=SPEC, names=NAMES, split_lists: bool = True,
+              images: dict[str, Path] | None = None) -> Path:
+    """Pascal VOC: Annotations/<stem>.xml (1-based: xmin = x1 + 1, xmax = x2 + 1), JPEGImages/<stem>.jpg,
+    ImageSets/Main/<split>.txt."""
     for split, items in spec.items():
         for i, (stem, size, boxes, classes, flags) in enumerate(items):
-            _image(root / "JPEGImages" / f"{stem}.jpg", size, seed=i)
-            objects = [(names[c], f, (x1 + 1, y1 + 1, x2, y2)) for (x1, y1, x2, y2), c, f in zip(boxes, classes, flags)]
+            _image(root / "JPEGImages" / f"{stem}.jpg", size, seed=i, source=(images or {}).get(stem))
+            objects = [(names[c], f, (x1 + 1, y1 + 1, x2 + 1, y2 + 1))
+                       for (x1, y1, x2, y2), c, f in zip(boxes, classes, flags)]
             (root / "Annotations").mkdir(parents=True, exist_ok=True)
             (root / "Annotations" / f"{stem}.xml").write_text(_voc_xml(stem, size, objects))
         if split_lists:
@@ -199,14 +211,42 @@ def test_yolo_problems_are_counted_and_good_records_survive(tmp_path):
     assert re.search(r"^missing_label_dir\s+1 ", report, re.M)
 
 
-def test_yolo_without_names_infers_class_count_and_accepts_txt_lists(tmp_path):
+def test_yolo_yaml_with_only_nc_names_classes_like_the_reference_and_accepts_txt_lists(tmp_path):
     write_yolo(tmp_path)
     (tmp_path / "train.txt").write_text("./images/train/a.jpg\nimages/train/b.jpg\n")
-    (tmp_path / "only.yaml").write_text("path: .\ntrain: train.txt\nval: [images/val]\n")
+    (tmp_path / "only.yaml").write_text(f"path: {tmp_path}\ntrain: train.txt\nval: [images/val]\nnc: 3\n")
     info = read_yolo(tmp_path / "only.yaml")
-    assert info.names == ["0", "1", "2"]
+    ultralytics()
+    from ultralytics.data.utils import check_det_dataset
+
+    assert info.names == list(check_det_dataset(str(tmp_path / "only.yaml"))["names"].values())
     assert [r.path.stem for r in info.splits["train"]] == ["a", "b"]
     assert len(info.splits["val"]) == 1
+
+
+@pytest.mark.parametrize("body, message", [
+    ("", "needs 'names'"),  # neither names nor nc: the class count is never guessed from the labels
+    ("names:\n", "needs 'names'"),
+    ("names: []\n", "'names' is empty"),
+    ("names: [a, b, c]\nnc: 2\n", "3 entries but 'nc' is 2"),
+    ("nc: two\n", "must be a positive whole number"),
+    ("nc: 2.5\n", "must be a positive whole number"),
+    ("names: abc\n", "must be a list"),
+])
+def test_yolo_yaml_must_name_or_count_its_classes(tmp_path, body, message):
+    write_yolo(tmp_path)
+    (tmp_path / "bad.yaml").write_text(f"path: .\ntrain: images/train\nval: images/val\n{body}")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_yolo(tmp_path / "bad.yaml")
+    assert read_yolo(tmp_path / "bad.yaml", names=["p", "q", "r"]).names == ["p", "q", "r"]  # given names suffice
+
+
+def test_yolo_folder_without_yaml_or_names_infers_the_class_count_with_a_warning(tmp_path, caplog):
+    write_yolo(tmp_path)
+    (tmp_path / "data.yaml").unlink()
+    info = read_yolo(tmp_path)
+    assert info.names == ["class_0", "class_1", "class_2"]  # largest class id in SPEC is 2
+    assert "inferred from the labels" in caplog.text
 
 
 def test_yolo_yaml_with_gaps_in_names_or_missing_split_is_rejected(tmp_path):
@@ -277,7 +317,7 @@ def test_voc_problems_are_counted_and_good_records_survive(tmp_path):
     records = {r.path.stem: r for split in info.splits.values() for r in split}
     assert sorted(records) == ["a", "alien", "b", "c", "d", "neg", "noxml"]
     assert records["neg"].classes.tolist() == [1] and records["neg"].flags.tolist() == [True]
-    np.testing.assert_allclose(records["neg"].boxes, [[1, 1, 20, 20]])
+    np.testing.assert_allclose(records["neg"].boxes, [[1, 1, 19, 19]])  # xml (2, 2, 20, 20), each minus 1
     # deterministic split of the 10 sorted ids (a alien b broken c d neg noxml orphan trunc): 5th and 10th to val;
     # trunc is unreadable, broken and orphan are skipped
     assert [r.path.stem for r in info.splits["val"]] == ["c"]
@@ -382,4 +422,82 @@ def test_voc_size_mismatch_and_odd_fields(tmp_path):
     assert dict(info.problems.counts) == {"size_mismatch": 1, "bad_annotation": 1}
     record = info.splits["train"][0]
     assert (record.width, record.height) == (30, 20) and info.splits["val"] == []
-    np.testing.assert_allclose(record.boxes, [[1, 1, 12, 12]])
+    np.testing.assert_allclose(record.boxes, [[1, 1, 11, 11]])  # xml (2, 2, 12, 12), each minus 1
+
+
+def _oracle_label_rows(image: Path, label: Path, nc: int):
+    """The reference's own reading of one YOLO label file: ``(K, 5)`` rows ``cls cx cy w h``, or None if rejected."""
+    ultralytics()
+    from ultralytics.data.utils import verify_image_label
+
+    return verify_image_label((str(image), str(label), "", False, nc, 0, 0, False))[1]
+
+
+def test_yolo_polygon_rows_become_their_bounding_boxes_like_the_reference(tmp_path):
+    images, labels = tmp_path / "images" / "train", tmp_path / "labels" / "train"
+    labels.mkdir(parents=True)
+    for stem in ("poly", "mixed", "oddpoly"):
+        _image(images / f"{stem}.jpg", (100, 50))
+    # quadrilateral: x in {0.1, 0.5, 0.4, 0.05}, y in {0.2, 0.1, 0.9, 0.6}
+    # triangle: x in {0.6, 0.9, 0.7}, y in {0.5, 0.5, 1.0}
+    (labels / "poly.txt").write_text("1 0.1 0.2 0.5 0.1 0.4 0.9 0.05 0.6\n0 0.6 0.5 0.9 0.5 0.7 1.0\n")
+    (labels / "mixed.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.1 0.2 0.5 0.1 0.4 0.9\n")  # box and polygon rows
+    (labels / "oddpoly.txt").write_text("0 0.6 0.5 0.9 0.5 0.7 1.0\n0 0.1 0.1 0.2 0.2 0.3 0.3 0.4\n")  # 7 numbers
+    (tmp_path / "data.yaml").write_text("train: images/train\nnames: [a, b]\n")
+
+    info = read_yolo(tmp_path / "data.yaml")
+
+    records = _by_name(info)["train"]
+    expected = [[0.05 * 100, 0.1 * 50, 0.5 * 100, 0.9 * 50], [0.6 * 100, 0.5 * 50, 0.9 * 100, 1.0 * 50]]
+    np.testing.assert_allclose(records["poly"].boxes, expected, atol=1e-4)
+    assert records["poly"].classes.tolist() == [1, 0]
+    oracle = _oracle_label_rows(images / "poly.jpg", labels / "poly.txt", nc=2)
+    ours = np.array([[(x1 + x2) / 200, (y1 + y2) / 100, (x2 - x1) / 100, (y2 - y1) / 50]
+                     for x1, y1, x2, y2 in records["poly"].boxes.tolist()])
+    np.testing.assert_allclose(ours, oracle[:, 1:], atol=1e-6)
+    # a file mixing box and polygon rows is ambiguous: the reference rejects the image, so do we
+    assert "mixed" not in records
+    assert _oracle_label_rows(images / "mixed.jpg", labels / "mixed.txt", nc=2) is None
+    assert any("mixes 1 box rows and 1 polygon rows" in e for e in info.problems.examples["bad_annotation"])
+    # a polygon row with an odd coordinate count is a bad row; the file's other rows are kept
+    np.testing.assert_allclose(records["oddpoly"].boxes, [expected[1]], atol=1e-4)
+    assert info.problems.counts["bad_annotation"] == 2
+
+
+def _reference_voc_convert_box():
+    """``convert_box(size, (xmin, xmax, ymin, ymax)) -> (cx, cy, w, h)`` normalised: the function the reference's
+    VOC.yaml download script uses to turn VOC xml into YOLO labels, taken from the installed oracle's yaml."""
+    import ast
+
+    import yaml
+
+    ul = ultralytics()
+    script = yaml.safe_load((Path(ul.__file__).parent / "cfg" / "datasets" / "VOC.yaml").read_text())["download"]
+    convert_box = next(node for node in ast.walk(ast.parse(script))
+                       if isinstance(node, ast.FunctionDef) and node.name == "convert_box")
+    namespace: dict = {}
+    exec(compile(ast.Module(body=[convert_box], type_ignores=[]), "VOC.yaml", "exec"), namespace)
+    return namespace["convert_box"]
+
+
+def test_voc_boxes_follow_the_reference_conversion(tmp_path):
+    size = (80, 50)
+    bndboxes = [(11, 21, 60, 40), (1, 1, 80, 50), (5.5, 2, 7.5, 9)]  # xmin, ymin, xmax, ymax (VOC, 1-based)
+    _image(tmp_path / "JPEGImages" / "a.jpg", size)
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "Annotations" / "a.xml").write_text(_voc_xml("a", size, [("x", 0, b) for b in bndboxes]))
+    record = read_voc(tmp_path, val_fraction=0.0).splits["train"][0]
+
+    # the reference's formula, as documented in its VOC.yaml: centre (min + max) / 2 - 1, size max - min
+    w, h = size
+    by_formula = [[((x0 + x1) / 2 - 1) - (x1 - x0) / 2, ((y0 + y1) / 2 - 1) - (y1 - y0) / 2,
+                   ((x0 + x1) / 2 - 1) + (x1 - x0) / 2, ((y0 + y1) / 2 - 1) + (y1 - y0) / 2]
+                  for x0, y0, x1, y1 in bndboxes]
+    np.testing.assert_allclose(record.boxes, np.clip(by_formula, 0, [w, h, w, h]), atol=1e-5)
+    assert by_formula[0] == [10, 20, 59, 39]  # every coordinate one pixel smaller
+    # and the reference's own function, normalised, back to pixels of this image
+    convert_box = _reference_voc_convert_box()
+    for (x0, y0, x1, y1), box in zip(bndboxes, record.boxes.tolist()):
+        cx, cy, bw, bh = convert_box(size, [x0, x1, y0, y1])
+        theirs = np.clip([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], 0, [w, h] * 2)
+        np.testing.assert_allclose(box, theirs, atol=1e-5)

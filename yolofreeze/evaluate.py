@@ -3,6 +3,9 @@
 Data flow: records → letterboxed rectangular batches → model (eval mode) → NMS / top-k → boxes mapped back
 to original-image pixels → COCO results (``predictions.json``) → ``COCOeval`` (bbox) against the split's
 ground truth converted to COCO format in memory (whatever the source format).
+
+The model's classes are lined up with the dataset's by name first (``names.match_class_names``): a model
+whose names come in another order is remapped, classes only one side has are left out of the scoring.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from tqdm import tqdm
 from .boxes import unletterbox_boxes
 from .data import ImageRecord, build_dataloader, to_coco_gt
 from .model import YOLO
+from .names import match_class_names
 from .postprocess import postprocess
 
 LOGGER = logging.getLogger(__name__)
@@ -42,7 +46,11 @@ class ClassAP:
 
 @dataclass
 class EvalResult:
-    """Metrics of one evaluation; ``speed_ms`` per image: preprocess, inference, postprocess."""
+    """Metrics of one evaluation; ``speed_ms`` per image: preprocess, inference, postprocess.
+
+    ``per_class`` lists the scored classes in dataset order; ``class_match`` says how the model's classes were
+    lined up with the dataset's (remap, classes left out, matched by index), empty when the names agree.
+    """
 
     map50_95: float
     map50: float
@@ -52,6 +60,7 @@ class EvalResult:
     speed_ms: dict[str, float] = field(default_factory=dict)
     images: int = 0
     instances: int = 0
+    class_match: str = ""
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict."""
@@ -64,15 +73,22 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: Sequence[int], imgsz: int = 640,
+def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: Sequence[int | None], imgsz: int = 640,
                     batch: int = 32, conf: float = 0.001, iou: float = 0.7, max_det: int = 300,
                     workers: int = 0, progress: bool = True) -> tuple[list[dict], dict[str, float]]:
     """Run ``model`` over ``records`` and return COCO-format detections plus the time per image in ms.
 
-    Each detection is ``{"image_id", "category_id", "bbox": [x, y, w, h] (original pixels), "score"}``;
-    class index ``k`` is written as ``category_ids[k]``. YOLOv8 uses multi-label NMS (every class
-    above ``conf`` may keep a box, as mAP evaluation expects); YOLOv10 uses the top-k of its one-to-one head.
+    Each detection is ``{"image_id", "category_id", "bbox": [x, y, w, h] (original pixels), "score"}``.
+    ``category_ids`` has one entry per model class: model class ``k`` is written as ``category_ids[k]``; a
+    None entry drops the class before post-processing (its scores never compete for ``max_det``). YOLOv8 uses
+    multi-label NMS (every class above ``conf`` may keep a box, as mAP evaluation expects); YOLOv10 uses the
+    top-k of its one-to-one head.
     """
+    if len(category_ids) != model.nc:
+        raise ValueError(f"need one category id (or None) per model class: {model.nc}, got {len(category_ids)}")
+    kept = [k for k, cid in enumerate(category_ids) if cid is not None]
+    kept_ids = [int(category_ids[k]) for k in kept]
+    channels = None if len(kept) == model.nc else torch.tensor([0, 1, 2, 3] + [4 + k for k in kept])
     model.eval()
     device = next(model.parameters()).device
     loader = build_dataloader(records, imgsz=imgsz, batch=batch, rect=True, workers=workers,
@@ -86,6 +102,8 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
         pred = model(x)
         _sync(device)
         t2 = time.perf_counter()
+        if channels is not None:
+            pred = pred.index_select(1, channels.to(pred.device))
         detections = postprocess(pred, model.nms_free, conf=conf, iou=iou, max_det=max_det, multi_label=True)
         for det, meta in zip(detections, metas):
             det = det.cpu()
@@ -93,7 +111,7 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
             boxes[:, 2:] -= boxes[:, :2]
             image_id = int(records[meta.index].image_id)
             for (x0, y0, w, h), score, cls in zip(boxes.tolist(), det[:, 4].tolist(), det[:, 5].tolist()):
-                results.append({"image_id": image_id, "category_id": int(category_ids[int(cls)]),
+                results.append({"image_id": image_id, "category_id": kept_ids[int(cls)],
                                 "bbox": [round(x0, 3), round(y0, 3), round(w, 3), round(h, 3)],
                                 "score": round(score, 5)})
         t3 = time.perf_counter()
@@ -105,24 +123,30 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
     return results, {k: v * 1000 / n for k, v in totals.items()}
 
 
-def coco_scores(gt: dict, detections: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Score ``detections`` against ``gt`` with pycocotools (bbox).
+def coco_scores(gt: dict, detections: list[dict], category_ids: Sequence[int] | None = None
+                ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Score ``detections`` against ``gt`` with pycocotools (bbox), over ``category_ids`` (default: all of gt's).
 
     Returns ``stats (12,)`` (the standard COCOeval summary: [0] AP@50:95, [1] AP@50, [2] AP@75,
-    [8] AR@100 …) and ``precision (T=10, R=101, K, A=4, M=3)`` (None when there is no detection).
+    [8] AR@100 …) and, per category id, its precision ``(T=10 IoU thresholds, R=101 recall points)`` for all
+    areas and 100 detections per image (-1 where undefined); the dict is empty when there is no detection.
     """
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress; library code must not
         coco_gt = COCO()
         coco_gt.dataset = gt
         coco_gt.createIndex()
         if not detections:
-            return np.zeros(12), None
+            return np.zeros(12), {}
         coco_dt = coco_gt.loadRes(detections)
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        if category_ids is not None:
+            evaluator.params.catIds = sorted(int(c) for c in category_ids)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return np.asarray(evaluator.stats), evaluator.eval["precision"]
+    precision = evaluator.eval["precision"]  # (T, R, K, A, M); K follows params.catIds, which COCOeval sorts
+    return np.asarray(evaluator.stats), {cid: precision[:, :, k, 0, -1]
+                                         for k, cid in enumerate(evaluator.params.catIds)}
 
 
 def _mean_valid(values: np.ndarray) -> float:
@@ -130,16 +154,22 @@ def _mean_valid(values: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else 0.0
 
 
-def score_split(gt: dict, detections: list[dict]) -> EvalResult:
-    """pycocotools metrics plus the per-class AP table for one split's ground truth and detections."""
-    stats, precision = coco_scores(gt, detections)
+def score_split(gt: dict, detections: list[dict], category_ids: Sequence[int] | None = None) -> EvalResult:
+    """pycocotools metrics plus the per-class AP table for one split's ground truth and detections.
+
+    Only the categories in ``category_ids`` (default: all of ``gt["categories"]``) are scored and listed;
+    the table follows the order of ``gt["categories"]``.
+    """
+    wanted = None if category_ids is None else {int(c) for c in category_ids}
+    scored = [c for c in gt["categories"] if wanted is None or c["id"] in wanted]
+    stats, precision = coco_scores(gt, detections, [c["id"] for c in scored])
     per_class = []
-    for k, category in enumerate(gt["categories"]):
+    for category in scored:
         anns = [a for a in gt["annotations"] if a["category_id"] == category["id"] and not a["iscrowd"]]
         ap50_95 = ap50 = 0.0
-        if precision is not None:
-            ap50_95 = _mean_valid(precision[:, :, k, 0, -1])
-            ap50 = _mean_valid(precision[0, :, k, 0, -1])
+        if category["id"] in precision:
+            ap50_95 = _mean_valid(precision[category["id"]])
+            ap50 = _mean_valid(precision[category["id"]][0])
         per_class.append(ClassAP(category["name"], len({a["image_id"] for a in anns}), len(anns), ap50_95, ap50))
     return EvalResult(float(max(stats[0], 0)), float(max(stats[1], 0)), float(max(stats[2], 0)),
                       float(max(stats[8], 0)), per_class, images=len(gt["images"]),
@@ -149,22 +179,34 @@ def score_split(gt: dict, detections: list[dict]) -> EvalResult:
 def evaluate(model: YOLO, records: Sequence[ImageRecord], names: Sequence[str],
              category_ids: Sequence[int] | None = None, out_dir: str | Path | None = None, imgsz: int = 640,
              batch: int = 32, conf: float = 0.001, iou: float = 0.7, max_det: int = 300, workers: int = 0,
-             save_gt: bool = False, progress: bool = True) -> EvalResult:
-    """Evaluate ``model`` on ``records``; writes ``predictions.json`` (and ``ground_truth.json``) to ``out_dir``."""
-    if model.nc != len(names):
-        raise ValueError(f"the model predicts {model.nc} classes but the dataset has {len(names)} "
-                         f"({', '.join(names[:5])}…): evaluate a model trained for this dataset")
+             save_gt: bool = False, progress: bool = True, ignore_names: bool = False) -> EvalResult:
+    """Evaluate ``model`` on ``records``; writes ``predictions.json`` (and ``ground_truth.json``) to ``out_dir``.
+
+    ``names`` (and ``category_ids``, for COCO sources) describe the dataset's classes. The model's classes are
+    matched to them by name (``match_class_names``; ``ignore_names`` matches by index on purpose): the
+    result's ``class_match`` says what was remapped or left out, and a partial match is also logged as a
+    warning.
+
+    Raises:
+        ValueError: the model and the dataset share no class name (or, matching by index, the counts differ).
+    """
+    match = match_class_names(model.names, names, ignore_names)
+    if match.partial:
+        LOGGER.warning("%s", match.message)
     gt = to_coco_gt(records, names, category_ids)
     ids = [c["id"] for c in gt["categories"]]
-    detections, speed = predict_records(model, records, ids, imgsz, batch, conf, iou, max_det, workers, progress)
+    model_ids = [None if d is None else ids[d] for d in match.model_to_data]
+    detections, speed = predict_records(model, records, model_ids, imgsz, batch, conf, iou, max_det, workers,
+                                        progress)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "predictions.json").write_text(json.dumps(detections))
         if save_gt:
             (out_dir / "ground_truth.json").write_text(json.dumps(gt))
-    result = score_split(gt, detections)
+    result = score_split(gt, detections, [ids[d] for d in match.scored])
     result.speed_ms = speed
+    result.class_match = match.message
     return result
 
 

@@ -70,16 +70,52 @@ def _names_list(names: Sequence[str] | dict | None) -> list[str] | None:
         if keys != list(range(len(keys))):
             raise ValueError(f"class indices in names must be 0..{len(keys) - 1} without gaps, got {keys}")
         return [str(names[k] if k in names else names[str(k)]) for k in keys]
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise ValueError(f"names must be a list or an {{index: name}} mapping, got {names!r}")
     return [str(n) for n in names]
 
 
-def _yolo_sources(source: Path) -> tuple[Path, dict[str, list[Path]], list[str] | None]:
-    """Dataset root, split -> image sources (folders or .txt lists), and names from a data.yaml or a folder."""
+def _class_count(value: object, source: Path) -> int:
+    """``nc`` of a data.yaml as a positive int (``3``, ``3.0`` and ``"3"`` are accepted)."""
+    try:
+        count = float(value)
+    except (TypeError, ValueError):
+        count = float("nan")
+    if not count.is_integer() or count < 1:
+        raise ValueError(f"{source}: 'nc: {value}' must be a positive whole number")
+    return int(count)
+
+
+def _yaml_names(config: dict, source: Path) -> list[str]:
+    """Class names of a data.yaml: its ``names``, else ``class_0 .. class_{nc-1}`` from its ``nc``.
+
+    Placeholders are named as the reference names them for an ``nc``-only data.yaml. Raises ValueError when
+    the yaml has neither (the class count is never guessed from the labels), names are empty, or ``nc``
+    disagrees with the number of names.
+    """
+    names = _names_list(config.get("names"))
+    count = _class_count(config["nc"], source) if config.get("nc") is not None else None
+    if names is None and count is None:
+        raise ValueError(f"{source}: needs 'names' (a list, or {{index: name}}) or 'nc' (the class count)")
+    if names is not None and not names:
+        raise ValueError(f"{source}: 'names' is empty; a dataset needs at least one class")
+    if names is not None and count is not None and len(names) != count:
+        raise ValueError(f"{source}: 'names' has {len(names)} entries but 'nc' is {count}")
+    return names if names is not None else [f"class_{i}" for i in range(count)]
+
+
+def _yolo_sources(source: Path, names_given: bool) -> tuple[Path, dict[str, list[Path]], list[str] | None]:
+    """Dataset root, split -> image sources (folders or .txt lists), and names from a data.yaml (or None).
+
+    A data.yaml must name its classes (``_yaml_names``) unless ``names_given``.
+    """
     if source.is_dir() and (source / "data.yaml").is_file():
         source = source / "data.yaml"
     if source.is_file():
         with open(source, encoding="utf-8") as f:
             config = yaml.safe_load(f) or {}
+        if not isinstance(config, dict):
+            raise ValueError(f"{source}: expected a mapping with path, train, val and names")
         root = Path(config.get("path") or ".").expanduser()
         root = (root if root.is_absolute() else source.parent / root).resolve()
         splits = {}
@@ -88,7 +124,7 @@ def _yolo_sources(source: Path) -> tuple[Path, dict[str, list[Path]], list[str] 
             if entries:
                 entries = [entries] if isinstance(entries, (str, Path)) else list(entries)
                 splits[split] = [root / str(entry) for entry in entries]
-        return root, splits, _names_list(config.get("names"))
+        return root, splits, None if names_given else _yaml_names(config, source)
     images = source / "images"
     if not images.is_dir():
         raise DatasetNotFoundError(f"{source}: no data.yaml and no images/ folder; expected layout:\n{LAYOUTS}")
@@ -105,8 +141,35 @@ def _list_images(source: Path) -> list[Path]:
     return [p if p.is_absolute() else source.parent / p for p in (Path(line) for line in lines if line)]
 
 
-def _read_label_file(path: Path, problems: ProblemReport, missing_dirs: set[Path]) -> np.ndarray:
-    """Rows ``cls cx cy w h`` of a YOLO label file as ``(K, 5)`` float64; problems are reported, never raised."""
+def _label_row(fields: list[str]) -> list[float] | None:
+    """``[cls, cx, cy, w, h]`` (normalised) from one YOLO label row, or None when the row is malformed.
+
+    A row of 5 numbers is a box ``cls cx cy w h``. A row of ``1 + 2k`` numbers with ``k >= 3`` is a polygon
+    ``cls x1 y1 … xk yk`` (segmentation labels, as the reference accepts them: any row of more than 6 fields)
+    and becomes its bounding box, the min and max of its points.
+    """
+    try:
+        values = np.asarray([float(v) for v in fields], dtype=np.float64)
+    except ValueError:
+        return None
+    if not values.size or not values[0].is_integer():
+        return None
+    if values.size == 5:
+        return values.tolist()
+    if values.size < 7 or values.size % 2 == 0:
+        return None
+    xs, ys = values[1::2], values[2::2]
+    x1, y1, x2, y2 = xs.min(), ys.min(), xs.max(), ys.max()
+    return [values[0], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+
+
+def _read_label_file(path: Path, problems: ProblemReport, missing_dirs: set[Path]) -> np.ndarray | None:
+    """Rows ``cls cx cy w h`` of a YOLO label file as ``(K, 5)`` float64; problems are reported, never raised.
+
+    Polygon rows become their bounding boxes (``_label_row``). A file that mixes box rows and polygon rows
+    cannot be read with confidence (a 5-number row could also be a 2-point polygon): like the reference, it is
+    reported as ``bad_annotation`` and None is returned, so the image is skipped.
+    """
     rows: list[list[float]] = []
     if not path.is_file():
         if path.parent.is_dir():
@@ -116,24 +179,27 @@ def _read_label_file(path: Path, problems: ProblemReport, missing_dirs: set[Path
             problems.add("missing_label_dir", path.parent)
         return np.zeros((0, 5))
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         problems.add("bad_annotation", path, str(error))
         return np.zeros((0, 5))
-    bad = 0
+    bad, polygons = 0, 0
     for number, line in enumerate(lines, 1):
         fields = line.split()
         if not fields:
             continue
-        try:
-            values = [float(v) for v in fields]
-        except ValueError:
-            values = []
-        if len(values) != 5 or not values[0].is_integer():
-            problems.add("bad_annotation", path, f"line {number}: expected 'cls cx cy w h', got {line.strip()!r}")
+        row = _label_row(fields)
+        if row is None:
+            problems.add("bad_annotation", path, f"line {number}: expected 'cls cx cy w h' or a polygon "
+                                                 f"'cls x1 y1 x2 y2 x3 y3 …', got {line.strip()!r}")
             bad += 1
             continue
-        rows.append(values)
+        polygons += len(fields) > 5
+        rows.append(row)
+    if 0 < polygons < len(rows):
+        problems.add("bad_annotation", path, f"mixes {len(rows) - polygons} box rows and {polygons} polygon "
+                                             "rows (image skipped)")
+        return None
     if not rows and not bad:
         problems.add("empty_label", path)
     return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
@@ -151,17 +217,23 @@ def read_yolo(source: str | Path, names: Sequence[str] | None = None) -> Dataset
         source: a data.yaml (``path`` relative to the yaml's folder, ``train``/``val``/``test`` each a folder,
             a .txt list of images or a list of those, ``names`` as list or ``{index: name}``), a folder holding
             one, or a folder with ``images/<split>/`` and ``labels/<split>/``.
-        names: class names; overrides the yaml's. Without any, classes are named ``"0".."K"`` with ``K`` the
-            largest class id found.
+        names: class names; override the yaml's. A data.yaml without them must have ``names`` or ``nc``
+            (ValueError otherwise; ``nc`` alone names the classes ``class_0 .. class_{nc-1}``). Only a bare
+            folder (no data.yaml) without ``names`` has its class count inferred from the largest class id
+            found, classes named ``class_0 ..``, with a warning.
 
     Returns:
-        ``DatasetInfo`` with ``format="yolo"``; label rows ``cls cx cy w h`` (normalised) become pixel xyxy boxes.
+        ``DatasetInfo`` with ``format="yolo"``; label rows ``cls cx cy w h`` (normalised) become pixel xyxy boxes,
+        polygon rows ``cls x1 y1 x2 y2 x3 y3 …`` their bounding boxes.
     """
-    root, sources, yaml_names = _yolo_sources(Path(source))
+    names = _names_list(names)
+    if names is not None and not names:
+        raise ValueError("names is empty; a dataset needs at least one class")
+    root, sources, yaml_names = _yolo_sources(Path(source), names is not None)
     missing = [str(p) for paths in sources.values() for p in paths if not p.exists()]
     if missing:
         raise DatasetNotFoundError(f"{source}: split sources not found: {missing}")
-    names = _names_list(names) or yaml_names
+    names = names if names is not None else yaml_names
     problems = ProblemReport()
     missing_dirs: set[Path] = set()
     parsed: dict[str, list[tuple[Path, tuple[int, int], np.ndarray]]] = {}
@@ -176,8 +248,9 @@ def read_yolo(source: str | Path, names: Sequence[str] | None = None) -> Dataset
                 continue
             seen[label] = image
             size = _image_size(image, problems)
-            if size is not None:
-                entries.append((image, size, _read_label_file(label, problems, missing_dirs)))
+            rows = None if size is None else _read_label_file(label, problems, missing_dirs)
+            if rows is not None:
+                entries.append((image, size, rows))
         for folder in (p for p in paths if p.is_dir()):
             labels = _swap_images_dir(folder)
             if labels.is_dir():
@@ -185,7 +258,9 @@ def read_yolo(source: str | Path, names: Sequence[str] | None = None) -> Dataset
                     problems.add("label_without_image", orphan)
     if names is None:
         largest = max((int(rows[:, 0].max()) for e in parsed.values() for _, _, rows in e if len(rows)), default=-1)
-        names = [str(i) for i in range(largest + 1)]
+        names = [f"class_{i}" for i in range(largest + 1)]
+        log.warning("%s: no data.yaml and no class names given; %d classes inferred from the labels (class_0 ..)",
+                    source, len(names))
     splits = {}
     for split, entries in parsed.items():
         records = splits[split] = []
@@ -329,8 +404,8 @@ VocObject = tuple[str, bool, list[float]]  # (name, difficult, [x1, y1, x2, y2])
 def _voc_objects(xml: Path, problems: ProblemReport) -> tuple[list[VocObject], tuple[int, int]] | None:
     """Objects ``(name, difficult, [x1, y1, x2, y2])`` and annotated ``(width, height)`` of one VOC xml.
 
-    VOC pixel indices are 1-based and inclusive, so ``x1 = xmin - 1, y1 = ymin - 1, x2 = xmax, y2 = ymax``.
-    Returns None (after reporting) when the file cannot be parsed.
+    Every coordinate moves by one pixel: ``x1, y1, x2, y2 = xmin - 1, ymin - 1, xmax - 1, ymax - 1`` (the
+    reference's VOC conversion; see ``read_voc``). Returns None (after reporting) when the file cannot be parsed.
     """
     try:
         tree = ET.parse(xml).getroot()
@@ -349,7 +424,7 @@ def _voc_objects(xml: Path, problems: ProblemReport) -> tuple[list[VocObject], t
         if not name or not name.strip():
             problems.add("bad_annotation", xml, f"object {number}: no name")
             continue
-        objects.append((name.strip(), difficult, [xmin - 1, ymin - 1, xmax, ymax]))
+        objects.append((name.strip(), difficult, [xmin - 1, ymin - 1, xmax - 1, ymax - 1]))
     try:
         size = (int(float(tree.findtext("size/width") or 0)), int(float(tree.findtext("size/height") or 0)))
     except (ValueError, OverflowError):
@@ -379,8 +454,15 @@ def read_voc(root: str | Path, names: Sequence[str] | None = None, val_fraction:
             split deterministically: each position where ``floor(i * val_fraction)`` steps up goes to val.
 
     Returns:
-        ``DatasetInfo`` with ``format="voc"``; ``difficult`` becomes the per-box ignore flag. Boxes follow the
-        VOC convention of 1-based inclusive pixel indices: ``(xmin - 1, ymin - 1, xmax, ymax)``.
+        ``DatasetInfo`` with ``format="voc"``; ``difficult`` becomes the per-box ignore flag.
+
+    Box convention: VOC pixel indices start at 1, so every coordinate moves by one pixel:
+    ``x1, y1, x2, y2 = xmin - 1, ymin - 1, xmax - 1, ymax - 1`` (pixels, box width ``xmax - xmin``). This is
+    what the reference's VOC.yaml conversion produces (centre ``(xmin + xmax) / 2 - 1``, width ``xmax - xmin``,
+    normalised by the annotated size), so pixel boxes — and mAPs — agree with a dataset converted by it.
+    Unlike that conversion, ``difficult`` objects are kept (flagged, ignored by the evaluation) rather than
+    dropped, and boxes are taken in pixels of the image file, not rescaled when the annotated size differs
+    (a ``size_mismatch`` problem is reported instead).
     """
     root = Path(root).resolve()
     ann_dir, img_dir = root / "Annotations", root / "JPEGImages"
@@ -469,6 +551,6 @@ def read_dataset(source: str | Path, format: str | None = None, names: Sequence[
     else:
         raise ValueError(f"unknown dataset format {format!r}; expected 'yolo', 'coco' or 'voc'")
     if info.problems.total():
-        log.warning("%s: %d problems while reading (%s); check_dataset() lists them", source,
+        log.info("%s: %d problems while reading (%s); python -m yolofreeze.check lists them", source,
                     info.problems.total(), ", ".join(f"{k} {n}" for k, n in sorted(info.problems.counts.items())))
     return info
