@@ -184,15 +184,14 @@ def evaluate(model: YOLO, records: Sequence[ImageRecord], names: Sequence[str],
 
     ``names`` (and ``category_ids``, for COCO sources) describe the dataset's classes. The model's classes are
     matched to them by name (``match_class_names``; ``ignore_names`` matches by index on purpose): the
-    result's ``class_match`` says what was remapped or left out, and a partial match is also logged as a
-    warning.
+    result's ``class_match`` says what was remapped or left out (also logged at INFO level).
 
     Raises:
         ValueError: the model and the dataset share no class name (or, matching by index, the counts differ).
     """
     match = match_class_names(model.names, names, ignore_names)
-    if match.partial:
-        LOGGER.warning("%s", match.message)
+    if match.message:
+        LOGGER.info("%s", match.message)
     gt = to_coco_gt(records, names, category_ids)
     ids = [c["id"] for c in gt["categories"]]
     model_ids = [None if d is None else ids[d] for d in match.model_to_data]
