@@ -6,7 +6,9 @@ Our checkpoint is a plain dict loadable with ``torch.load(..., weights_only=True
      "nc": 80, "names": [...], "stride": [8.0, 16.0, 32.0], "state_dict": {fp32 tensors},
      "train": {...optional training metadata...}}
 
-CLI: ``python -m yolofreeze.convert yolov8n.pt weights/yolov8n.pt``
+CLI: ``python -m yolofreeze.convert yolov8n.pt weights/yolov8n.pt`` converts an official file;
+``python -m yolofreeze.convert yolov8n.yaml weights/random.pt --init random --nc 3`` writes a randomly
+initialised model (for trying eval/predict offline).
 """
 from __future__ import annotations
 
@@ -14,22 +16,23 @@ import argparse
 import logging
 import os
 import pickle
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
+import yaml
 
 from .download import RELEASES, download_weights
-from .model import YOLO
-from .safe_pickle import StandIn, safe_load
+from .model import MODEL_NAME, YOLO, build_model
+from .safe_pickle import ConversionError, StandIn, archive_problem, first_line, safe_load
 
 LOGGER = logging.getLogger(__name__)
 FORMAT, VERSION = "yolofreeze", 1
 ACTIVATIONS = {"SiLU", "Identity", "ReLU", "LeakyReLU", "GELU", "Hardswish", "Sigmoid"}
-
-
-class ConversionError(ValueError):
-    """The file is readable but is not a checkpoint yolofreeze can represent faithfully."""
+YAML_SUFFIXES = (".yaml", ".yml")
+SNIFF_BYTES = 1 << 20  # a model yaml is a few KiB; larger text files are not sniffed for one
 
 
 def standin_state_dict(module: StandIn, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -71,12 +74,19 @@ def convert_official(path: str | Path) -> YOLO:
     """Read an official Ultralytics (8.0 … 8.4) or THU-MIG YOLOv10 ``.pt`` safely and return our fp32 model.
 
     Uses ``ema`` when ``model`` is None, converts fp16 to fp32, keeps names, nc, stride and the
-    architecture from the pickled yaml dict. Raises :class:`ConversionError` when the
-    architecture, keys, shapes or activations differ from what yolofreeze builds.
+    architecture from the pickled yaml dict (any vintage: ``depth_multiple``/``width_multiple``
+    without ``scales``, ``scales`` without ``scale``, or both). Raises :class:`ConversionError` when
+    the file is not a readable checkpoint, is refused by the allow-list, or when the architecture,
+    keys, shapes or activations differ from what yolofreeze builds; ``FileNotFoundError`` when missing.
     """
+    path = Path(path)
+    check_weights_file(path)
     ckpt = safe_load(path)
     if not isinstance(ckpt, dict):
         raise ConversionError(f"{path}: expected an Ultralytics checkpoint dict, got {type(ckpt).__name__}")
+    if ckpt.get("format") == FORMAT:
+        raise ConversionError(f"{path} is already a yolofreeze checkpoint: nothing to convert, "
+                              f"use it as it is")
     net = ckpt.get("model") if ckpt.get("model") is not None else ckpt.get("ema")
     if not isinstance(net, StandIn):
         raise ConversionError(f"{path}: neither 'model' nor 'ema' holds a pickled model (keys: {sorted(ckpt)})")
@@ -100,8 +110,17 @@ def convert_official(path: str | Path) -> YOLO:
 
 
 def _build_matching(spec: dict, nc: int, names: list[str], state: dict, path) -> YOLO:
-    """Build the pickled architecture; early 8.0 files carry ``scales`` but no ``scale``: pick the one whose shapes fit."""
-    scales = [spec["scale"]] if spec.get("scale") or not spec.get("scales") else list(spec["scales"])
+    """Build the pickled architecture.
+
+    Three yaml vintages: 8.0.0 files and yamls written by hand carry ``depth_multiple``/``width_multiple``
+    and no ``scales``; early 8.0.x files carry ``scales`` but no ``scale`` (pick the one whose shapes
+    fit); later files carry both.
+    """
+    scales = list(spec.get("scales") or {})
+    if spec.get("scale") in scales:
+        scales = [spec["scale"]]
+    elif not scales:
+        scales = [None]
     errors = []
     for scale in scales:
         try:
@@ -111,7 +130,7 @@ def _build_matching(spec: dict, nc: int, names: list[str], state: dict, path) ->
         shapes = {k: v.shape for k, v in model.state_dict().items()}
         if all(k in state and state[k].shape == s for k, s in shapes.items()) or len(scales) == 1:
             return model
-        errors.append(scale)
+        errors.append(str(scale))
     raise ConversionError(f"{path}: no scale of its yaml ({', '.join(errors)}) matches the stored tensor shapes")
 
 
@@ -128,8 +147,9 @@ def _check_matches(model: YOLO, state: dict, net: StandIn, path) -> None:
         mine = type(model.get_submodule(where)).__name__
         if mine != name:
             raise ConversionError(
-                f"{path}: {where} is {name} in the checkpoint but {mine} in yolofreeze (e.g. Ultralytics ≥8.4 builds "
-                f"SPPF.cv1 without activation when training from yaml); refusing a silently different network")
+                f"{path}: {where} is {name} in the checkpoint but {mine} in yolofreeze (e.g. some Ultralytics 8.4 "
+                f"releases built SPPF.cv1 without activation when training from yaml); refusing a silently "
+                f"different network")
 
 
 def checkpoint_dict(model: YOLO, train: dict | None = None) -> dict:
@@ -164,53 +184,166 @@ def save_checkpoint(model: YOLO, path: str | Path, train: dict | None = None) ->
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load our checkpoint dict with ``weights_only=True`` (no code execution)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    """Load our checkpoint dict with ``weights_only=True`` (no code execution).
+
+    Raises ``FileNotFoundError`` or :class:`ConversionError` (one line naming the file).
+    """
+    path = Path(path)
+    check_weights_file(path)
+    ckpt = _torch_load_weights_only(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ConversionError(f"{path} is not a yolofreeze checkpoint")
     return ckpt
+
+
+def check_weights_file(path: Path) -> None:
+    """Raise unless ``path`` is an existing, complete torch zip archive.
+
+    ``FileNotFoundError`` when it does not exist; :class:`ConversionError` (one line naming the
+    file and what is wrong) for a directory, a model yaml, an empty, truncated or non-checkpoint file.
+    """
+    if path.is_dir():
+        raise ConversionError(f"{path} is a directory, not a weights file")
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path} (official weights: python -m yolofreeze.download "
+                                f"yolov8n, or pass a name like yolov8n.pt)")
+    problem = archive_problem(path)
+    if problem and _is_model_yaml(path):
+        raise ConversionError(f"{path} is a model yaml, not weights: use it as --model to train from scratch, or "
+                              f"write random weights with: python -m yolofreeze.convert {path} out.pt --init random")
+    if problem:
+        raise ConversionError(f"{path}: {problem}")
+
+
+def _is_model_yaml(path: Path) -> bool:
+    """True for a small yaml text file holding ``backbone`` and ``head`` lists (whatever its suffix)."""
+    if path.stat().st_size > SNIFF_BYTES:
+        return False
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("backbone"), list) and isinstance(data.get("head"), list)
+
+
+def _torch_load_weights_only(path: Path):
+    """``torch.load(weights_only=True)`` after checking every member's CRC (torch itself does not).
+
+    Returns None when the pickle names classes outside torch's allow-list (an official checkpoint).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        if damaged is None:
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return None
+    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise ConversionError(f"{path}: damaged checkpoint ({type(err).__name__}: {first_line(err)})") from err
+    raise ConversionError(f"{path}: damaged checkpoint (CRC mismatch in {damaged})")
+
+
+def _model_from_checkpoint(ckpt: dict, path: Path) -> YOLO:
+    """Our checkpoint dict → :class:`YOLO` with its weights."""
+    try:
+        model = YOLO(ckpt["spec"], nc=ckpt["nc"], names=ckpt["names"])
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ConversionError(f"{path}: inconsistent yolofreeze checkpoint ({type(err).__name__}: "
+                              f"{first_line(err)})") from err
+    return model
 
 
 def load_model(path: str | Path) -> YOLO:
     """Load our checkpoint or an official Ultralytics ``.pt`` (converted on the fly), in eval mode on CPU.
 
     A bare official name that is not a local file (``"yolov8n"``, ``"yolov10s.pt"``) is fetched
-    into the weights cache first (:func:`yolofreeze.download.download_weights`).
+    into the weights cache first (:func:`yolofreeze.download.download_weights`). Raises
+    ``FileNotFoundError`` for a missing file and :class:`ConversionError` (one line naming the file
+    and what is wrong) for anything that cannot become a model.
     """
     path = Path(path)
-    if not path.is_file() and path.parent == Path(".") and path.stem.lower() in RELEASES:
+    if (not path.exists() and path.parent == Path(".") and path.suffix in ("", ".pt")
+            and path.stem.lower() in RELEASES):
         path = download_weights(path.stem.lower())
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path} (official weights: python -m yolofreeze.download "
-                                f"yolov8n, or pass a name like yolov8n.pt)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        ckpt = None  # foreign classes inside: an official checkpoint, read through the allow-list instead
+    check_weights_file(path)
+    ckpt = _torch_load_weights_only(path)  # None: foreign classes inside, read through the allow-list instead
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
-        model = YOLO(ckpt["spec"], nc=ckpt["nc"], names=ckpt["names"])
-        model.load_state_dict(ckpt["state_dict"], strict=True)
+        model = _model_from_checkpoint(ckpt, path)
     else:
         model = convert_official(path)
     return model.eval()
 
 
+def random_model(spec: str | Path | dict, nc: int | None = None, names: list[str] | None = None,
+                 seed: int = 0) -> YOLO:
+    """Build ``spec`` (name, yaml or dict) with weights drawn after ``torch.manual_seed(seed)``.
+
+    The global RNG state is left as it was. Same seed, same weights.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(spec, nc=nc, names=names)
+
+
+def _is_spec_source(source: str) -> bool:
+    """True when ``source`` names a model spec (a yaml, or a name such as ``yolov8n``) rather than weights."""
+    path = Path(source)
+    if path.suffix.lower() in YAML_SUFFIXES:
+        return True
+    return not path.exists() and path.suffix == "" and MODEL_NAME.match(path.name) is not None
+
+
+def _parse_names(text: str | None) -> list[str] | None:
+    """``"a,b,c"`` → ``["a", "b", "c"]``."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise ValueError(f"--names {text!r} has an empty class name (expected e.g. --names cat,dog)")
+    return names
+
+
+def _build_from_args(args: argparse.Namespace) -> YOLO:
+    """The model the command line asks for: converted official weights, or a random initialisation."""
+    if args.init == "random":
+        source = Path(args.source)
+        if source.is_file() and source.suffix.lower() not in YAML_SUFFIXES:
+            raise ConversionError(f"--init random builds from a model yaml or name (e.g. yolov8n.yaml, yolov10s), "
+                                  f"not from the file {source}")
+        seed = 0 if args.seed is None else args.seed
+        return random_model(args.source, nc=args.nc, names=_parse_names(args.names), seed=seed)
+    if args.nc is not None or args.names is not None or args.seed is not None:
+        raise ValueError("--nc, --names and --seed only apply with --init random")
+    if _is_spec_source(args.source):
+        raise ConversionError(f"{args.source} is a model spec, not weights: add --init random to write randomly "
+                              f"initialised weights, or fetch official ones with python -m yolofreeze.download")
+    return convert_official(args.source)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m yolofreeze.convert",
                                      description="Convert an official Ultralytics/THU-MIG .pt into a yolofreeze "
-                                                 "checkpoint, without importing ultralytics.")
-    parser.add_argument("source", help="official checkpoint, e.g. yolov8n.pt")
+                                                 "checkpoint without importing ultralytics, or write a randomly "
+                                                 "initialised one from a model yaml (--init random).")
+    parser.add_argument("source", help="official checkpoint (yolov8n.pt), or with --init random a model yaml or "
+                                       "name (yolov8n.yaml, models/yolov10s.yaml, yolov8n)")
     parser.add_argument("target", help="where to write our checkpoint, e.g. weights/yolov8n.pt")
+    parser.add_argument("--init", choices=["random"], help="build the model from its spec with random weights")
+    parser.add_argument("--nc", type=int, help="number of classes (--init random; default: the yaml's nc)")
+    parser.add_argument("--names", help="comma-separated class names (--init random), e.g. cat,dog")
+    parser.add_argument("--seed", type=int, help="random seed for --init random (default 0)")
     args = parser.parse_args(argv)
     try:
-        model = convert_official(args.source)
-    except (ConversionError, ValueError, FileNotFoundError, pickle.UnpicklingError) as err:
-        print(f"error: {err}")
-        return 1
-    save_checkpoint(model, args.target)
+        model = _build_from_args(args)
+        save_checkpoint(model, args.target)
+    except (ValueError, OSError) as err:  # ConversionError is a ValueError, FileNotFoundError an OSError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     params = sum(p.numel() for p in model.parameters())
+    how = f"random init (seed {args.seed or 0})" if args.init == "random" else "converted"
     print(f"{args.source} -> {args.target}: {model.arch}, nc={model.nc}, {params:,} parameters, "
-          f"stride {model.stride.int().tolist()}")
+          f"stride {model.stride.int().tolist()}, {how}")
     return 0
 
 

@@ -10,21 +10,33 @@ allow-list:
 * tensors are rebuilt by our own functions from the raw bytes;
 * a handful of harmless builtins (OrderedDict, set, dtypes, paths as strings, numpy scalars);
 * anything else raises :class:`UnsafeCheckpointError` before it can be called.
+
+Every problem with a file (empty, truncated, corrupt, refused) is a :class:`ConversionError`
+with a one-line message that names the file.
 """
 from __future__ import annotations
 
+import codecs
 import collections
 import io
 import pickle
 import re
 import zipfile
+import zlib
 from pathlib import Path, PurePath
 
 import numpy as np
 import torch
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class ConversionError(ValueError):
+    """A file yolofreeze cannot turn into a model: unreadable, truncated, refused, or a different network.
+
+    The message is one line and names the file.
+    """
+
+
+class UnsafeCheckpointError(ConversionError, pickle.UnpicklingError):
     """The checkpoint names a global outside the allow-list; nothing from it was executed."""
 
 
@@ -157,9 +169,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         if STANDIN_MODULES.match(module) and IDENTIFIER.match(name):
             return standin_class(module, name)
         raise UnsafeCheckpointError(
-            f"{self.source}: refusing to load global '{module}.{name}': it is not on yolofreeze's allow-list "
-            f"of Ultralytics/torch model classes, so nothing from this file was executed. If this is a genuine "
-            f"checkpoint, please report it with the name above.")
+            f"{self.source}: refused: its pickle asks for '{module}.{name}', which is not on yolofreeze's "
+            f"allow-list of Ultralytics/torch model classes; nothing from this file was executed (if this is a "
+            f"genuine checkpoint, please report that name)")
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
@@ -170,8 +182,35 @@ class RestrictedUnpickler(pickle.Unpickler):
         raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
         flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
         if flat.numel() != numel:
-            raise pickle.UnpicklingError(f"{self.source}: storage {key} holds {flat.numel()} values, expected {numel}")
+            raise ConversionError(f"{self.source}: storage {key} holds {flat.numel()} values, expected {numel}")
         return flat
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+# what decoding damaged bytes can raise, from zip, zlib, pickle and our rebuild functions
+DECODE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, IndexError, TypeError, ValueError,
+                 AttributeError, RuntimeError, OverflowError, pickle.UnpicklingError)
+
+
+def archive_problem(path: Path) -> str | None:
+    """Why the existing file ``path`` is not a torch zip archive, in a few words; None when it is one."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if zipfile.is_zipfile(path):
+        return None
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(ZIP_MAGIC):
+        return (f"truncated or damaged zip archive ({size:,} bytes, its central directory is missing): "
+                f"an interrupted download or copy?")
+    if head.startswith(b"\x80"):
+        return "a legacy (PyTorch < 1.6) pickle file, which is not supported: re-save it with a newer torch.save"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head)  # tolerates a character cut at the 512th byte
+    except UnicodeDecodeError:
+        return "not a PyTorch checkpoint (not a zip archive)"
+    return "a text file, not a PyTorch checkpoint"
 
 
 def safe_load(path: str | Path):
@@ -179,19 +218,36 @@ def safe_load(path: str | Path):
 
     Returns the pickled object with module instances replaced by :class:`StandIn` objects and all
     tensors as plain CPU tensors in their stored dtype. Raises :class:`UnsafeCheckpointError`
-    for any global outside the allow-list, ``ValueError`` for files that are not zip archives.
+    for any global outside the allow-list, :class:`ConversionError` for files that are not
+    (complete) torch zip archives, ``FileNotFoundError`` when there is no such file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a torch zip archive (legacy pre-1.6 checkpoints are not supported)")
-    with zipfile.ZipFile(path) as archive:
-        pickles = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
-        if len(pickles) != 1:
-            raise ValueError(f"{path}: expected one '<name>/data.pkl' in the archive, found {pickles}")
-        prefix = pickles[0][: -len("data.pkl")]
-        if f"{prefix}byteorder" in archive.namelist() and archive.read(f"{prefix}byteorder") != b"little":
-            raise ValueError(f"{path}: big-endian checkpoints are not supported")
-        data = archive.read(pickles[0])
-        return RestrictedUnpickler(io.BytesIO(data), archive, prefix, str(path)).load()
+    problem = archive_problem(path)
+    if problem:
+        raise ConversionError(f"{path}: {problem}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return _unpickle_archive(archive, path)
+    except ConversionError:
+        raise
+    except DECODE_ERRORS as err:
+        raise ConversionError(f"{path}: damaged checkpoint ({type(err).__name__}: {first_line(err)})") from err
+
+
+def _unpickle_archive(archive: zipfile.ZipFile, path: Path):
+    pickles = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        raise ConversionError(f"{path}: expected one '<name>/data.pkl' in the archive, found {pickles}")
+    prefix = pickles[0][: -len("data.pkl")]
+    if f"{prefix}byteorder" in archive.namelist() and archive.read(f"{prefix}byteorder") != b"little":
+        raise ConversionError(f"{path}: big-endian checkpoints are not supported")
+    data = archive.read(pickles[0])
+    return RestrictedUnpickler(io.BytesIO(data), archive, prefix, str(path)).load()
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (library errors are often several lines long)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else "no details"
