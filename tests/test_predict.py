@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import torch
 from PIL import Image
 
 from oracle import build_oracle, save_release

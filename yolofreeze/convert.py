@@ -16,7 +16,6 @@ import argparse
 import logging
 import os
 import pickle
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from .cli import ArgumentParser, entry_point, positive_int
 from .download import RELEASES, download_weights
 from .model import MODEL_NAME, YOLO, build_model
 from .safe_pickle import ConversionError, StandIn, archive_problem, first_line, safe_load
@@ -321,25 +321,21 @@ def _build_from_args(args: argparse.Namespace) -> YOLO:
     return convert_official(args.source)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m yolofreeze.convert",
-                                     description="Convert an official Ultralytics/THU-MIG .pt into a yolofreeze "
-                                                 "checkpoint without importing ultralytics, or write a randomly "
-                                                 "initialised one from a model yaml (--init random).")
+    """Convert an official Ultralytics/THU-MIG .pt into a yolofreeze checkpoint without importing ultralytics, or
+    write a randomly initialised one from a model yaml (--init random)."""
+    parser = ArgumentParser("python -m yolofreeze.convert", main.__doc__.replace("\n    ", " "))
     parser.add_argument("source", help="official checkpoint (yolov8n.pt), or with --init random a model yaml or "
                                        "name (yolov8n.yaml, models/yolov10s.yaml, yolov8n)")
     parser.add_argument("target", help="where to write our checkpoint, e.g. weights/yolov8n.pt")
     parser.add_argument("--init", choices=["random"], help="build the model from its spec with random weights")
-    parser.add_argument("--nc", type=int, help="number of classes (--init random; default: the yaml's nc)")
+    parser.add_argument("--nc", type=positive_int, help="number of classes (--init random; default: the yaml's nc)")
     parser.add_argument("--names", help="comma-separated class names (--init random), e.g. cat,dog")
     parser.add_argument("--seed", type=int, help="random seed for --init random (default 0)")
     args = parser.parse_args(argv)
-    try:
-        model = _build_from_args(args)
-        save_checkpoint(model, args.target)
-    except (ValueError, OSError) as err:  # ConversionError is a ValueError, FileNotFoundError an OSError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    model = _build_from_args(args)
+    save_checkpoint(model, args.target)
     params = sum(p.numel() for p in model.parameters())
     how = f"random init (seed {args.seed or 0})" if args.init == "random" else "converted"
     print(f"{args.source} -> {args.target}: {model.arch}, nc={model.nc}, {params:,} parameters, "
