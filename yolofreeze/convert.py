@@ -64,10 +64,10 @@ def standin_activations(module: StandIn, prefix: str = "") -> dict[str, str]:
 
 def _names_list(names, nc: int) -> list[str]:
     if isinstance(names, dict):
-        return [str(names.get(i, f"class{i}")) for i in range(nc)]
+        return [str(names.get(i, f"class_{i}")) for i in range(nc)]
     if isinstance(names, (list, tuple)) and len(names) == nc:
         return [str(n) for n in names]
-    return [f"class{i}" for i in range(nc)]
+    return [f"class_{i}" for i in range(nc)]
 
 
 def convert_official(path: str | Path) -> YOLO:

@@ -181,7 +181,7 @@ class YOLO(nn.Module):
         self.save = sorted({s for b in self.blocks for s in
                             (b.source if isinstance(b.source, list) else [b.source]) if s != -1})
         self.names = list(names) if names else (list(COCO80_NAMES) if self.nc == 80 else
-                                                 [f"class{i}" for i in range(self.nc)])
+                                                 [f"class_{i}" for i in range(self.nc)])
         if len(self.names) != self.nc:
             raise ValueError(f"{len(self.names)} class names given for nc={self.nc}")
         self.head.bias_init()
