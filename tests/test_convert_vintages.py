@@ -115,7 +115,7 @@ def test_v8n_8_0_0_multiples_without_scales(tmp_path):
     oracle = build_vintage(multiples_yaml(0.33, 0.25, "yolov8n.yaml"))
     assert "scales" not in oracle.yaml and "scale" not in oracle.yaml
     path = save_release(oracle, tmp_path / "yolov8n-8.0.0.pt")
-    assert_converts_faithfully(oracle, path, as_stored_fp16(oracle))
+    assert assert_converts_faithfully(oracle, path, as_stored_fp16(oracle)).arch == "yolov8n"  # letter from multiples
 
 
 def test_v8s_fine_tune_multiples_without_scales_custom_names(tmp_path):
@@ -123,7 +123,7 @@ def test_v8s_fine_tune_multiples_without_scales_custom_names(tmp_path):
     names = {0: "insulator", 1: "defect"}
     oracle = build_vintage(multiples_yaml(0.33, 0.50, "yolov8s-insulator.yaml"), nc=2, names=names)
     path = save_release(oracle, tmp_path / "best.pt", use_ema=False)
-    assert_converts_faithfully(oracle, path, as_stored_fp16(oracle))
+    assert assert_converts_faithfully(oracle, path, as_stored_fp16(oracle)).arch == "yolov8s"
 
 
 def test_early_8_0_scales_without_scale_picks_the_fitting_scale(tmp_path):

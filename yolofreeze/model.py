@@ -87,6 +87,20 @@ def _with_scale(data: dict, scale: str | None, where: str) -> dict:
     return data
 
 
+def scale_of_multiples(family: str, depth: float | None, width: float | None) -> str | None:
+    """The scale letter whose shipped ``[depth, width, …]`` equals a pre-``scales`` yaml's multiples, else None.
+
+    E.g. ``("yolov8", 0.33, 0.25) -> "n"`` (the 8.0 release's yolov8n.yaml had no ``scales``).
+    """
+    if depth is None or width is None:
+        return None
+    for path in sorted(MODELS_DIR.glob(f"{family}*.yaml")):
+        for letter, (d, w, _) in (_read_yaml(path).get("scales") or {}).items():
+            if (d, w) == (depth, width):
+                return letter
+    return None
+
+
 def make_divisible(x: float, divisor: int = 8) -> int:
     """Smallest multiple of ``divisor`` that is ≥ ``x``."""
     return int(math.ceil(x / divisor) * divisor)
@@ -185,6 +199,8 @@ class YOLO(nn.Module):
         if len(self.names) != self.nc:
             raise ValueError(f"{len(self.names)} class names given for nc={self.nc}")
         self.head.bias_init()
+        self.scale = self.spec.get("scale") or scale_of_multiples(self.family, self.spec.get("depth_multiple"),
+                                                                  self.spec.get("width_multiple"))
 
     @property
     def head(self) -> Detect:
@@ -220,9 +236,14 @@ class YOLO(nn.Module):
         return self
 
     @property
+    def family(self) -> str:
+        """``"yolov8"`` or ``"yolov10"``."""
+        return "yolov10" if self.is_v10 else "yolov8"
+
+    @property
     def arch(self) -> str:
-        """Family and scale, e.g. ``"yolov8n"`` (family only when the spec has no scales)."""
-        return f"yolov{'10' if self.is_v10 else '8'}{self.spec.get('scale') or ''}"
+        """Family and scale, e.g. ``"yolov8n"``; a pre-``scales`` yaml gets the letter its multiples match, if any."""
+        return f"{self.family}{self.scale or ''}"
 
     def forward(self, x: torch.Tensor):
         outputs: list[torch.Tensor | None] = []
