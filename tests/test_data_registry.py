@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from yolofreeze.data import registry
 from yolofreeze.data import (COCO80_NAMES, DEMO_NAMES, DatasetNotFoundError, ensure_demo_dataset, read_yolo,
                              resolve_dataset, write_demo_dataset)
 
@@ -21,6 +22,7 @@ def empty_env(tmp_path, monkeypatch):
     work.mkdir()
     monkeypatch.setenv("YOLOFREEZE_DATASETS", str(base))
     monkeypatch.chdir(work)
+    monkeypatch.setattr(registry, "PROJECT_ROOT", work / "checkout")  # no datasets beside a checkout either
     return base
 
 
@@ -72,9 +74,10 @@ def test_named_dataset_is_found_under_local_datasets_folder(empty_env, monkeypat
     assert resolve_dataset("coco").root == (Path.cwd() / "datasets" / "coco").resolve()
 
 
-def test_coco8_from_the_workplace_folder_with_coco_names(shared_data, monkeypatch):
+@pytest.mark.parametrize("cwd", ["checkout", "elsewhere"])
+def test_coco8_from_the_workplace_folder_with_coco_names(cwd, shared_data, monkeypatch, tmp_path):
     monkeypatch.delenv("YOLOFREEZE_DATASETS", raising=False)
-    monkeypatch.chdir(REPO)
+    monkeypatch.chdir(REPO if cwd == "checkout" else tmp_path)
     info = resolve_dataset("CoCo8")
     assert info.root == (shared_data / "coco8").resolve()
     assert info.names == list(COCO80_NAMES) and len(info.names) == 80
@@ -148,5 +151,6 @@ def test_check_cli_prints_the_summary_and_errors_clearly(shared_data, tmp_path, 
     assert "insulator" in out and "defect" in out and "problems (0)" in out
     monkeypatch.setenv("YOLOFREEZE_DATASETS", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    assert check_main(["InsPLAD"]) == 1
-    assert "InsPLAD-det" in capsys.readouterr().out
+    assert check_main(["InsPLAD"]) == 2
+    err = capsys.readouterr().err
+    assert "InsPLAD-det" in err and len(err.splitlines()) == 1

@@ -58,8 +58,8 @@ def test_offline_error_names_url_and_alternative(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("YOLOFREEZE_WEIGHTS_URL", "http://127.0.0.1:9")  # discard port: connection refused
     with pytest.raises(ConnectionError, match=r"http://127.0.0.1:9/yolov8m.pt.*Offline\?"):
         download_weights("yolov8m", tmp_path)
-    assert download_main(["yolov8m", "--dir", str(tmp_path)]) == 1
-    assert "could not download" in capsys.readouterr().out
+    assert download_main(["yolov8m", "--dir", str(tmp_path)]) == 2
+    assert "could not download" in capsys.readouterr().err
 
 
 def test_url_table_covers_all_official_models(monkeypatch):
