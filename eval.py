@@ -10,12 +10,10 @@ import json
 import logging
 from pathlib import Path
 
-from yolofreeze.cli import (ArgumentParser, default_device, device, entry_point, fraction, image_size,
-                            non_negative_int, positive_int)
+from yolofreeze.cli import ArgumentParser, add_detection_options, entry_point, non_negative_int, positive_int
 from yolofreeze.convert import load_model
 from yolofreeze.data import DatasetNotFoundError, resolve_dataset
 from yolofreeze.evaluate import evaluate, format_result
-from yolofreeze.nn import V10Detect
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,15 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", required=True, help="checkpoint (.pt) or official name like yolov8n.pt")
     parser.add_argument("--data", required=True, help="data.yaml, dataset folder, or insplad/coco8/coco/demo")
     parser.add_argument("--split", default="val", help="split to evaluate")
-    parser.add_argument("--imgsz", type=image_size, default=640, help="long side of the input in pixels")
+    add_detection_options(parser, conf=0.001)
     parser.add_argument("--batch", type=positive_int, default=32, help="batch size")
-    parser.add_argument("--conf", type=fraction, default=0.001, help="confidence threshold")
-    parser.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (YOLOv8, YOLOv10 one2many)")
-    parser.add_argument("--max-det", type=positive_int, default=300, help="detections kept per image")
-    parser.add_argument("--v10-head", choices=V10Detect.BRANCHES, default="one2one",
-                        help="YOLOv10 branch: one2one (NMS-free, the paper's) or one2many (+ NMS)")
     parser.add_argument("--workers", type=non_negative_int, default=2, help="data loader worker processes")
-    parser.add_argument("--device", type=device, default=default_device())
     parser.add_argument("--out", default=None, help="output folder (default runs/eval/<weights stem>-<split>)")
     parser.add_argument("--save-gt", action="store_true", help="also write the COCO ground truth json")
     parser.add_argument("--ignore-names", action="store_true",

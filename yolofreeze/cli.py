@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 import yaml
 
+from .nn import V10Detect
+
 EXIT_BAD_INPUT = 2
 EXIT_BROKEN_PIPE = 141  # what Unix tools killed by SIGPIPE report (`... | head`)
 IMAGE_STRIDE = 32
@@ -99,6 +101,17 @@ def device(text: str) -> str:
     elif parsed.type != "cpu":
         raise argparse.ArgumentTypeError(f"{text}: only cpu and cuda devices are supported")
     return text
+
+
+def add_detection_options(parser: argparse.ArgumentParser, conf: float) -> None:
+    """How ``eval.py`` and ``predict`` run a detector: ``--imgsz --conf --iou --max-det --v10-head --device``."""
+    parser.add_argument("--imgsz", type=image_size, default=640, help="long side of the input in pixels")
+    parser.add_argument("--conf", type=fraction, default=conf, help="confidence threshold")
+    parser.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (YOLOv8, YOLOv10 one2many)")
+    parser.add_argument("--max-det", type=positive_int, default=300, help="detections kept per image")
+    parser.add_argument("--v10-head", choices=V10Detect.BRANCHES, default="one2one",
+                        help="YOLOv10 branch: one2one (NMS-free, the paper's) or one2many (+ NMS)")
+    parser.add_argument("--device", type=device, default=default_device())
 
 
 def default_device() -> str:

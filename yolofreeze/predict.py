@@ -14,12 +14,11 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from .boxes import unletterbox_boxes
-from .cli import ArgumentParser, default_device, device, entry_point, fraction, image_size, positive_int
+from .cli import ArgumentParser, add_detection_options, entry_point
 from .convert import load_model
 from .data.loader import letterbox_from_original, load_image
 from .data.records import IMAGE_ERRORS, IMAGE_SUFFIXES
 from .model import YOLO
-from .nn import V10Detect
 from .postprocess import postprocess
 
 LOGGER = logging.getLogger(__name__)
@@ -74,13 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, help="our checkpoint, an official .pt, or a name like yolov8n.pt")
     parser.add_argument("--source", required=True, help="image file or directory of images")
     parser.add_argument("--out", default="runs/predict", help="output directory")
-    parser.add_argument("--imgsz", type=image_size, default=640, help="long side of the input in pixels")
-    parser.add_argument("--conf", type=fraction, default=0.25, help="confidence threshold")
-    parser.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (YOLOv8, YOLOv10 one2many)")
-    parser.add_argument("--max-det", type=positive_int, default=300, help="detections kept per image")
-    parser.add_argument("--v10-head", choices=V10Detect.BRANCHES, default="one2one",
-                        help="YOLOv10 branch: one2one (NMS-free, the paper's) or one2many (+ NMS)")
-    parser.add_argument("--device", type=device, default=default_device())
+    add_detection_options(parser, conf=0.25)
     args = parser.parse_args(argv)
     images = list_images(args.source)
     if not images:
