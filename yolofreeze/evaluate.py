@@ -66,8 +66,9 @@ def _sync(device: torch.device) -> None:
 @torch.no_grad()
 def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: Sequence[int], imgsz: int = 640,
                     batch: int = 32, conf: float = 0.001, iou: float = 0.7, max_det: int = 300,
-                    workers: int = 0, progress: bool = True) -> tuple[list[dict], dict[str, float]]:
-    """Run ``model`` over ``records`` and return COCO-format detections plus the time per image in ms.
+                    workers: int = 0, progress: bool = True) -> tuple[list[dict], dict[str, float], list[int]]:
+    """Run ``model`` over ``records``: COCO-format detections, the time per image in ms, and the indices of
+    the records whose image could not be read (they get no detections).
 
     Each detection is ``{"image_id", "category_id", "bbox": [x, y, w, h] (original pixels), "score"}``;
     class index ``k`` is written as ``category_ids[k]``. YOLOv8 uses multi-label NMS (every class
@@ -77,9 +78,12 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
     device = next(model.parameters()).device
     loader = build_dataloader(records, imgsz=imgsz, batch=batch, rect=True, workers=workers,
                               stride=max(32, int(model.stride.max())))
-    results, totals = [], {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+    results, failed, totals = [], [], {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     start = time.perf_counter()
-    for images, _, metas in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
+    for images, _, metas, unread in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
+        failed.extend(unread)
+        if not metas:
+            continue
         x = images.to(device, non_blocking=True).float() / 255
         _sync(device)
         t1 = time.perf_counter()
@@ -102,7 +106,7 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
         totals["postprocess"] += t3 - t2
         start = time.perf_counter()
     n = max(len(records), 1)
-    return results, {k: v * 1000 / n for k, v in totals.items()}
+    return results, {k: v * 1000 / n for k, v in totals.items()}, failed
 
 
 def coco_scores(gt: dict, detections: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -156,7 +160,11 @@ def evaluate(model: YOLO, records: Sequence[ImageRecord], names: Sequence[str],
                          f"({', '.join(names[:5])}…): evaluate a model trained for this dataset")
     gt = to_coco_gt(records, names, category_ids)
     ids = [c["id"] for c in gt["categories"]]
-    detections, speed = predict_records(model, records, ids, imgsz, batch, conf, iou, max_det, workers, progress)
+    detections, speed, failed = predict_records(model, records, ids, imgsz, batch, conf, iou, max_det, workers,
+                                                progress)
+    if failed:
+        LOGGER.warning("%d images could not be read and have no detections: %s", len(failed),
+                       ", ".join(str(records[i].path) for i in failed[:5]))
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
