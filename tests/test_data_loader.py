@@ -1,13 +1,14 @@
-"""Loader: letterbox geometry, rect batches, determinism, collate, cache, reduced JPEG decode, bad files."""
+"""Loader: letterbox geometry, rect batches, determinism, collate, cache, unreadable images."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, JpegImagePlugin
+from PIL import Image
 
 from yolofreeze.data import (Augment, DetectionDataset, ImageRecord, build_dataloader, collate, letterbox, load_image,
                              read_dataset, rect_batch_shapes)
+from yolofreeze.data.loader import decode_image, resize_long_side
 
 RED = (220, 30, 30)
 
@@ -42,18 +43,60 @@ def _to_original(targets: torch.Tensor, meta, shape) -> np.ndarray:
 def test_letterbox_keeps_ratio_pads_grey_and_maps_points():
     image = np.zeros((100, 200, 3), np.uint8)
     image[40:60, 150:190] = RED
-    out, (rx, ry), (left, top) = letterbox(image, 64, shape=(64, 64))
+    out, (rx, ry), (left, top) = letterbox(image, (64, 64))
     assert out.shape == (64, 64, 3) and (rx, ry) == (64 / 200, 32 / 100) and (left, top) == (0, 16)
     assert (out[:16] == 114).all() and (out[48:] == 114).all()
     cx, cy = 170 * rx + left, 50 * ry + top  # centre of the red patch, mapped
     assert tuple(out[int(cy), int(cx)]) == RED
-    out, ratio, pad = letterbox(image, 64, shape=(96, 64))
+    out, ratio, pad = letterbox(image, (96, 64))
     assert out.shape == (96, 64, 3) and ratio == (64 / 200, 32 / 100) and pad == (0, 32)
-    out, ratio, pad = letterbox(image, 64)  # default shape: resized size rounded up to the stride
+    out, ratio, pad = letterbox(image, 64, auto=True)  # canvas trimmed to multiples of the stride
     assert out.shape == (32, 64, 3) and pad == (0, 0)
     tall = np.zeros((90, 30, 3), np.uint8)
-    out, ratio, pad = letterbox(tall, 64, stride=32)
-    assert out.shape == (64, 32, 3) and pad == ((32 - round(30 * 64 / 90)) // 2, 0)
+    out, ratio, pad = letterbox(tall, 64, auto=True, stride=32)  # placed 64 x round(21.3) = 21, padded to 32
+    assert out.shape == (64, 32, 3) and pad == (5, 0) and ratio == (21 / 30, 64 / 90)
+
+
+def test_letterbox_without_scaleup_centres_a_small_image_with_the_odd_pixel_right_and_bottom():
+    small = np.full((21, 30, 3), 7, np.uint8)
+    out, ratio, (left, top) = letterbox(small, (64, 64), scaleup=False)
+    assert ratio == (1.0, 1.0) and (left, top) == (17, 21)  # 34 = 17 + 17 columns, 43 = 21 + 22 rows
+    assert (out[top:top + 21, left:left + 30] == 7).all()
+    assert (out[:, :left] == 114).all() and (out[:, left + 30:] == 114).all() and (out[top + 21:] == 114).all()
+    assert out.shape[1] - (left + 30) == 17 and out.shape[0] - (top + 21) == 22
+
+
+@pytest.mark.parametrize("hw,imgsz,expected", [((333, 517), 320, (207, 320)),  # 333 * 320 / 517 = 206.1 -> up
+                                               ((517, 333), 320, (320, 207)),
+                                               ((150, 200), 320, (240, 320)),  # enlarged
+                                               ((90, 1200), 320, (24, 320))])  # 24.0 stays 24
+def test_resize_long_side_rounds_the_short_side_up(hw, imgsz, expected):
+    assert resize_long_side(np.zeros((*hw, 3), np.uint8), imgsz).shape[:2] == expected
+
+
+def test_resize_long_side_leaves_an_image_already_at_imgsz_alone():
+    image = np.zeros((480, 640, 3), np.uint8)
+    assert resize_long_side(image, 640) is image
+
+
+def test_decode_raises_a_clear_oserror_for_missing_empty_and_foreign_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        decode_image(tmp_path / "missing.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(OSError, match="empty file"):
+        decode_image(tmp_path / "empty.jpg")
+    (tmp_path / "text.jpg").write_text("not an image")
+    with pytest.raises(OSError, match="cannot decode"):
+        decode_image(tmp_path / "text.jpg")
+
+
+def test_load_image_gives_rgb(tmp_path):
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[..., 0] = 200  # red
+    Image.fromarray(pixels).save(tmp_path / "red.png")
+    image, orig_hw = load_image(tmp_path / "red.png", 60)
+    assert orig_hw == (40, 60) and image.shape == (40, 60, 3)
+    assert (image[..., 0] == 200).all() and (image[..., 1:] == 0).all()
 
 
 def test_dataset_targets_map_back_to_original_boxes_and_cover_the_red_patch(records):
@@ -88,7 +131,8 @@ def test_rect_shapes_are_stride_multiples_and_fit_every_image():
 def test_rect_loader_batches_share_a_shape_and_targets_still_map_back(records):
     loader = build_dataloader(records, imgsz=128, batch=3, rect=True)
     seen = []
-    for images, targets, meta in loader:
+    for images, targets, meta, failed in loader:
+        assert failed == []
         assert images.shape[2] % 32 == 0 and images.shape[3] % 32 == 0
         for b, m in enumerate(meta):
             boxes = _to_original(targets[targets[:, 0] == b], m, images.shape[2:])
@@ -129,24 +173,6 @@ def test_cache_gives_identical_tensors(records):
         assert torch.equal(a.image, b.image) and torch.equal(a.targets, b.targets) and a.meta == b.meta
 
 
-def test_reduced_jpeg_decode_same_shape_close_pixels(tmp_path, monkeypatch):
-    record = _picture(tmp_path / "frame.jpg", (1920, 1080), (400, 300, 1200, 800))
-    decoded_sizes = []
-    original_draft = JpegImagePlugin.JpegImageFile.draft
-
-    def spy(self, mode, size, *args):
-        result = original_draft(self, mode, size, *args)
-        decoded_sizes.append(self.size)
-        return result
-
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
-    fast, original = load_image(record.path, 640)
-    assert decoded_sizes == [(960, 540)]  # libjpeg decoded at half scale, not full size
-    full, _ = load_image(record.path, 640, reduced_decode=False)
-    assert fast.shape == full.shape == (360, 640, 3) and original == (1080, 1920)
-    assert np.abs(fast.astype(int) - full.astype(int)).mean() < 4
-
-
 def test_flagged_boxes_are_left_out_of_training_targets(records):
     record = records[0]
     two = ImageRecord(record.path, record.width, record.height, np.concatenate([record.boxes, [[1, 1, 20, 20]]]),
@@ -155,14 +181,32 @@ def test_flagged_boxes_are_left_out_of_training_targets(records):
 
 
 @pytest.mark.parametrize("cache", [False, True])
-def test_unreadable_image_at_load_time_is_skipped_and_counted(records, cache, caplog):
-    broken = records[2].path
-    broken.write_bytes(broken.read_bytes()[:200])
-    dataset = DetectionDataset(records, imgsz=64, cache=cache)
-    indices = [dataset[i].meta.index for i in range(len(dataset))]
-    assert indices == [0, 1, 3, 3, 4, 5, 6, 7]
-    assert dataset.failures == 1
-    assert any("skipping unreadable image" in r.message for r in caplog.records)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_unreadable_at_load_time_is_reported_never_replaced(records, cache, workers, caplog):
+    broken = records[4].path
+    broken.write_bytes(broken.read_bytes()[:200])  # truncated after the readers checked it
+    loader = build_dataloader(records, imgsz=64, batch=3, cache=cache, workers=workers)
+    batches = list(loader)
+    assert [len(b.meta) for b in batches] == [3, 2, 2] and [b.failed for b in batches] == [[], [4], []]
+    assert batches[1].images.shape == (2, 3, 64, 64) and batches[1].targets[:, 0].tolist() == [0, 1]
+    served = [m.index for b in batches for m in b.meta]
+    assert served == [0, 1, 2, 3, 5, 6, 7]  # every other image exactly once, nothing in its place
+    if workers == 0:  # worker processes log in their own process
+        assert any(str(broken) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_a_batch_whose_images_all_fail_is_empty_and_names_them(records):
+    for record in records[:2]:
+        record.path.write_bytes(b"")
+    batch = collate([DetectionDataset(records[:2], imgsz=64)[i] for i in range(2)])
+    assert batch.images.shape[0] == 0 and len(batch.targets) == 0 and batch.meta == [] and batch.failed == [0, 1]
+
+
+def test_an_image_whose_size_changed_since_reading_fails(records):
+    record = records[0]
+    Image.new("RGB", (record.width + 8, record.height)).save(record.path)
+    item = DetectionDataset([record], imgsz=64)[0]
+    assert item.index == 0 and "differs from the dataset" in item.error
 
 
 def test_augmentation_is_off_by_default_and_flip_moves_boxes(records):

@@ -50,6 +50,8 @@ class EvalResult:
 
     ``per_class`` lists the scored classes in dataset order; ``class_match`` says how the model's classes were
     lined up with the dataset's (remap, classes left out, matched by index), empty when the names agree.
+    ``unreadable`` lists the images that could not be read during the run: no detections, their objects count
+    as missed (the score is never computed on a silently smaller set).
     """
 
     map50_95: float
@@ -61,6 +63,7 @@ class EvalResult:
     images: int = 0
     instances: int = 0
     class_match: str = ""
+    unreadable: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict."""
@@ -75,8 +78,9 @@ def _sync(device: torch.device) -> None:
 @torch.no_grad()
 def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: Sequence[int | None], imgsz: int = 640,
                     batch: int = 32, conf: float = 0.001, iou: float = 0.7, max_det: int = 300,
-                    workers: int = 0, progress: bool = True) -> tuple[list[dict], dict[str, float]]:
-    """Run ``model`` over ``records`` and return COCO-format detections plus the time per image in ms.
+                    workers: int = 0, progress: bool = True) -> tuple[list[dict], dict[str, float], list[int]]:
+    """Run ``model`` over ``records``: COCO-format detections, the time per image in ms, and the indices of
+    the records whose image could not be read (they get no detections).
 
     Each detection is ``{"image_id", "category_id", "bbox": [x, y, w, h] (original pixels), "score"}``.
     ``category_ids`` has one entry per model class: model class ``k`` is written as ``category_ids[k]``; a
@@ -93,9 +97,12 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
     device = next(model.parameters()).device
     loader = build_dataloader(records, imgsz=imgsz, batch=batch, rect=True, workers=workers,
                               stride=max(32, int(model.stride.max())))
-    results, totals = [], {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+    results, failed, totals = [], [], {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     start = time.perf_counter()
-    for images, _, metas in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
+    for images, _, metas, unread in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
+        failed.extend(unread)
+        if not metas:
+            continue
         x = images.to(device, non_blocking=True).float() / 255
         _sync(device)
         t1 = time.perf_counter()
@@ -120,7 +127,7 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
         totals["postprocess"] += t3 - t2
         start = time.perf_counter()
     n = max(len(records), 1)
-    return results, {k: v * 1000 / n for k, v in totals.items()}
+    return results, {k: v * 1000 / n for k, v in totals.items()}, failed
 
 
 def coco_scores(gt: dict, detections: list[dict], category_ids: Sequence[int] | None = None
@@ -195,8 +202,11 @@ def evaluate(model: YOLO, records: Sequence[ImageRecord], names: Sequence[str],
     gt = to_coco_gt(records, names, category_ids)
     ids = [c["id"] for c in gt["categories"]]
     model_ids = [None if d is None else ids[d] for d in match.model_to_data]
-    detections, speed = predict_records(model, records, model_ids, imgsz, batch, conf, iou, max_det, workers,
-                                        progress)
+    detections, speed, failed = predict_records(model, records, model_ids, imgsz, batch, conf, iou, max_det, workers,
+                                                progress)
+    if failed:
+        LOGGER.warning("%d images could not be read; their objects count as missed: %s", len(failed),
+                       ", ".join(str(records[i].path) for i in failed[:5]))
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -206,6 +216,7 @@ def evaluate(model: YOLO, records: Sequence[ImageRecord], names: Sequence[str],
     result = score_split(gt, detections, [ids[d] for d in match.scored])
     result.speed_ms = speed
     result.class_match = match.message
+    result.unreadable = [str(records[i].path) for i in failed]
     return result
 
 
@@ -221,4 +232,7 @@ def format_result(result: EvalResult) -> str:
         s = result.speed_ms
         lines.append(f"speed per image: {s['preprocess']:.1f} ms preprocess, {s['inference']:.1f} ms inference, "
                      f"{s['postprocess']:.1f} ms postprocess")
+    if result.unreadable:
+        lines.append(f"{len(result.unreadable)} images could not be read (no detections, their objects count as "
+                     f"missed): {', '.join(result.unreadable[:5])}{' …' if len(result.unreadable) > 5 else ''}")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from tqdm import tqdm
 
 from .boxes import unletterbox_boxes
@@ -50,8 +50,8 @@ def predict_image(model: YOLO, path: Path, imgsz: int = 640, conf: float = 0.25,
 
 
 def draw_detections(path: Path, det: torch.Tensor, names: list[str]) -> Image.Image:
-    """The original image with labelled boxes."""
-    image = Image.open(path).convert("RGB")
+    """The original image (EXIF orientation applied, as the detections are) with labelled boxes."""
+    image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
     pen = ImageDraw.Draw(image)
     width = max(2, round(max(image.size) / 400))
     for x1, y1, x2, y2, score, cls in det.tolist():

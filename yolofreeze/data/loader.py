@@ -1,9 +1,17 @@
 """Records -> letterboxed uint8 batches: image loading, letterbox, rectangular batches, RAM cache, collate.
 
-Geometry: an image of original size ``(h0, w0)`` is resized (aspect kept) so its long side is ``imgsz``,
-then padded with grey 114 to the target shape, the padding split evenly (extra pixel right / bottom).
+The pixels are those the reference pipeline gives the released weights, in training and in validation
+(``tests/test_preprocess_parity.py`` checks them against it):
+
+1. decode with OpenCV, EXIF orientation applied (a 640x480 JPEG tagged "rotate 90°" is 480x640);
+2. ``load_image``: resize so the long side is ``imgsz`` (bilinear, ``cv2.INTER_LINEAR``), unless it already is:
+   with ``r = imgsz / max(h0, w0)`` the size is ``min(ceil(w0 * r), imgsz) x min(ceil(h0 * r), imgsz)``;
+3. ``letterbox`` to the batch shape ``(H, W)``: scale ``min(H / h, W / w)``, capped at 1 in the dataset
+   (never enlarged), resized size ``max(round(w * scale), 1)`` (bilinear, only if the size changes), then
+   centred on a grey-114 canvas, the odd pixel of padding going right / bottom.
+
 A point maps as ``x_letterboxed = x_original * ratio_x + pad_left`` (same for y with ``ratio_y, pad_top``);
-``ratio`` is per axis because the resized size is rounded to whole pixels.
+``ratio`` is per axis because sizes are rounded to whole pixels.
 """
 from __future__ import annotations
 
@@ -15,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
+import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -31,78 +39,113 @@ PAD_VALUE = 114
 AugmentFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-def _fit(height: int, width: int, imgsz: int, shape: tuple[int, int] | None) -> tuple[int, int]:
-    """Resized ``(h, w)``: long side ``imgsz``, shrunk further if needed to fit ``shape``; at least 1 px."""
-    r = imgsz / max(height, width)
-    if shape is not None:
-        r = min(r, shape[0] / height, shape[1] / width)
-    return max(1, round(height * r)), max(1, round(width * r))
-
-
-def load_image(path: str | Path, imgsz: int, reduced_decode: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode an image as RGB and resize it (bilinear, aspect kept) so its long side is ``imgsz`` pixels.
-
-    Args:
-        path: image file.
-        imgsz: long side of the result in pixels.
-        reduced_decode: let libjpeg decode large JPEGs at 1/2, 1/4 or 1/8 scale (``Image.draft``), never
-            below the target size, before the final resize; much faster for e.g. 1920x1080 frames at 640.
+def decode_image(path: str | Path) -> np.ndarray:
+    """Decode an image file with OpenCV, EXIF orientation applied.
 
     Returns:
-        ``image (h, w, 3) uint8`` RGB with ``max(h, w) == imgsz``, and the original ``(h0, w0)`` from the file.
+        ``image (h0, w0, 3) uint8`` in OpenCV's **BGR** channel order (grey images are repeated, alpha dropped).
 
     Raises:
-        one of ``records.IMAGE_ERRORS``: unreadable or truncated file.
+        ``FileNotFoundError`` / ``OSError``: missing or unreadable file, or one OpenCV cannot decode
+        (corrupt, truncated, unknown format).
     """
-    with Image.open(path) as image:
-        w0, h0 = image.size
-        h, w = _fit(h0, w0, imgsz, None)
-        if reduced_decode and image.format == "JPEG" and max(w, h) < max(w0, h0):
-            image.draft("RGB", (w, h))
-        image.load()
-        rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even RGB → RGB
-    if rgb.size != (w, h):
-        rgb = rgb.resize((w, h), Image.BILINEAR)
-    return np.asarray(rgb), (h0, w0)
+    data = np.fromfile(path, np.uint8)
+    if not data.size:
+        raise OSError(f"{path}: empty file")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as error:
+        raise OSError(f"{path}: {error}") from None
+    if image is None:
+        raise OSError(f"{path}: cannot decode image (corrupt, truncated or unsupported format)")
+    return image
 
 
-def letterbox(image: np.ndarray, imgsz: int, shape: tuple[int, int] | None = None, stride: int = 32,
-              pad_value: int = PAD_VALUE) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
-    """Resize (aspect kept) so the long side is ``imgsz`` and pad to ``shape``.
+def resize_long_side(image: np.ndarray, imgsz: int) -> np.ndarray:
+    """Resize ``(h0, w0, C)`` bilinearly so the long side is ``imgsz``; the image itself when it already is.
+
+    The new size is ``min(ceil(w0 * r), imgsz) x min(ceil(h0 * r), imgsz)`` with ``r = imgsz / max(h0, w0)``,
+    so the short side is rounded up.
+    """
+    height, width = image.shape[:2]
+    r = imgsz / max(height, width)
+    if r == 1:
+        return image
+    size = (min(math.ceil(width * r), imgsz), min(math.ceil(height * r), imgsz))
+    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+
+
+def load_image(path: str | Path, imgsz: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode an image (EXIF orientation applied) and resize it so its long side is ``imgsz`` pixels.
+
+    Returns:
+        ``image (h, w, 3) uint8`` RGB with ``max(h, w) == imgsz`` (see ``resize_long_side``), and the
+        original ``(h0, w0)`` after orientation.
+
+    Raises:
+        ``OSError``: see ``decode_image``.
+    """
+    bgr = decode_image(path)
+    return cv2.cvtColor(resize_long_side(bgr, imgsz), cv2.COLOR_BGR2RGB), bgr.shape[:2]
+
+
+def letterbox(image: np.ndarray, shape: int | tuple[int, int], scaleup: bool = True, auto: bool = False,
+              stride: int = 32, pad_value: int = PAD_VALUE
+              ) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+    """Resize (aspect kept) to fit ``shape`` and centre on a grey canvas.
 
     Args:
         image: ``(h, w, 3)`` uint8.
-        imgsz: target long side in pixels (shrunk further if the image would not fit ``shape``).
-        shape: output ``(H, W)``; default: the resized size rounded up to multiples of ``stride``.
-        stride: alignment of the default shape.
+        shape: target ``(H, W)``, or ``S`` for ``(S, S)``.
+        scaleup: allow enlarging; with False the scale is capped at 1.
+        auto: pad only up to the next multiples of ``stride`` instead of up to ``shape``.
+        stride: alignment for ``auto``.
         pad_value: grey level of the padding.
 
     Returns:
-        ``out (H, W, 3)`` uint8, ``ratio (rx, ry)`` = resized / input size per axis, ``pad (left, top)``
-        in pixels; a point maps as ``x_out = x_in * rx + left``. ``out`` is a view of a channel-first
+        ``out (H', W', 3)`` uint8, ``ratio (rx, ry)`` = placed / input size per axis, ``pad (left, top)``
+        in pixels; a point maps as ``x_out = x_in * rx + left``. The scale is ``min(H / h, W / w)``, the
+        placed size ``max(round(w * scale), 1) x max(round(h * scale), 1)`` (bilinear resize only if it
+        changes); padding splits evenly, the odd pixel right / bottom. ``out`` is a view of a channel-first
         buffer, so ``out.transpose(2, 0, 1)`` (what the model eats) is contiguous and costs no copy.
     """
     height, width = image.shape[:2]
-    h, w = _fit(height, width, imgsz, shape)
-    if shape is None:
-        shape = (math.ceil(h / stride) * stride, math.ceil(w / stride) * stride)
+    canvas_h, canvas_w = (shape, shape) if isinstance(shape, int) else shape
+    scale = min(canvas_h / height, canvas_w / width)
+    if not scaleup:
+        scale = min(scale, 1.0)
+    h, w = max(round(height * scale), 1), max(round(width * scale), 1)
+    if auto:
+        canvas_h, canvas_w = h + (canvas_h - h) % stride, w + (canvas_w - w) % stride
     if (h, w) != (height, width):
-        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-    top, left = (shape[0] - h) // 2, (shape[1] - w) // 2
-    chw = np.full((3, shape[0], shape[1]), pad_value, np.uint8)
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    top, left = (canvas_h - h) // 2, (canvas_w - w) // 2
+    chw = np.full((3, canvas_h, canvas_w), pad_value, np.uint8)
     chw[:, top:top + h, left:left + w] = image.transpose(2, 0, 1)
     return chw.transpose(1, 2, 0), (w / width, h / height), (left, top)
 
 
 def letterbox_from_original(resized: np.ndarray, orig_hw: tuple[int, int], imgsz: int,
-                            shape: tuple[int, int] | None = None, stride: int = 32
+                            shape: tuple[int, int] | None = None, stride: int = 32, scaleup: bool = True
                             ) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
-    """``letterbox`` of an image already shrunk by ``load_image``, with the ratio relative to the original file.
+    """``letterbox`` of an image already resized by ``load_image``, with the ratio relative to the original.
 
-    Returns ``out (H, W, 3)`` uint8, ``ratio (rx, ry)`` and ``pad (left, top)`` such that a point of the
-    original image maps as ``x_out = x_orig * rx + left``.
+    Args:
+        resized: ``(h, w, 3)`` uint8 from ``load_image``.
+        orig_hw: ``(h0, w0)`` of the original (oriented) image.
+        imgsz: without ``shape``, the canvas is ``imgsz x imgsz`` trimmed to the next multiples of ``stride``.
+        shape: canvas ``(H, W)`` (e.g. a rect batch shape).
+        stride: alignment when ``shape`` is None.
+        scaleup: allow enlarging ``resized`` to fill ``shape``.
+
+    Returns:
+        ``out (H, W, 3)`` uint8, ``ratio (rx, ry)`` and ``pad (left, top)`` such that a point of the
+        original image maps as ``x_out = x_orig * rx + left``.
     """
-    image, (rx, ry), pad = letterbox(resized, imgsz, shape, stride)
+    if shape is None:
+        image, (rx, ry), pad = letterbox(resized, imgsz, scaleup, auto=True, stride=stride)
+    else:
+        image, (rx, ry), pad = letterbox(resized, shape, scaleup)
     return image, (rx * resized.shape[1] / orig_hw[1], ry * resized.shape[0] / orig_hw[0]), pad
 
 
@@ -123,10 +166,11 @@ def rect_batch_shapes(sizes: np.ndarray, imgsz: int, batch: int, stride: int = 3
 
     Returns:
         ``order (N,)`` int64 image indices sorted by ``h / w`` and ``shapes (N, 2)`` int64 ``(H, W)`` for each
-        position of that order.
+        position of that order. The sort is numpy's default one, as in the reference, so images of equal
+        aspect ratio fall into the same batches as there.
     """
     aspect = sizes[:, 0] / sizes[:, 1]
-    order = np.argsort(aspect, kind="stable")
+    order = np.argsort(aspect)
     shapes = np.zeros((len(order), 2), np.int64)
     for start in range(0, len(order), batch):
         chunk = aspect[order[start:start + batch]]
@@ -155,21 +199,30 @@ class Sample(NamedTuple):
     meta: ImageMeta
 
 
+class LoadFailure(NamedTuple):
+    """An item whose image could not be read: record ``index`` and the error text."""
+
+    index: int
+    error: str
+
+
 class Batch(NamedTuple):
     """A batch: ``images (B, 3, H, W) uint8``, ``targets (M, 6)`` float32 ``[batch_index, cls, cx, cy, w, h]``
-    (normalised to ``W, H``), ``meta`` list of ``B`` ``ImageMeta``."""
+    (normalised to ``W, H``), ``meta`` list of ``B`` ``ImageMeta``, and ``failed``: record indices of the
+    batch whose image could not be read (left out, so ``B`` may be smaller than the batch size, even 0)."""
 
     images: torch.Tensor
     targets: torch.Tensor
     meta: list[ImageMeta]
+    failed: list[int]
 
 
 class DetectionDataset(Dataset):
     """Letterboxed images and normalised targets for a list of records.
 
-    Targets leave out boxes flagged "ignore in evaluation" (iscrowd / difficult). An image that fails to load
-    is logged, counted in ``failures`` (per process: each DataLoader worker counts its own) and replaced by
-    the next loadable item, so an epoch never stops on a bad file; its ``meta.index`` names the image used.
+    Targets leave out boxes flagged "ignore in evaluation" (iscrowd / difficult). An image that cannot be
+    read (or whose oriented size differs from its record's) gives a ``LoadFailure`` instead of a ``Sample``,
+    with a logged warning; ``collate`` leaves it out of the batch and lists it in ``Batch.failed``.
 
     Args:
         records: images to serve; ``meta.index`` refers to positions in this list.
@@ -190,7 +243,6 @@ class DetectionDataset(Dataset):
         self.records = list(records)
         self.imgsz = imgsz
         self.augment = augment
-        self.failures = 0
         if rect and self.records:
             sizes = np.array([(r.height, r.width) for r in self.records], np.float64)
             self.order, self.shapes = rect_batch_shapes(sizes, imgsz, batch_size, stride)
@@ -199,18 +251,27 @@ class DetectionDataset(Dataset):
             self.shapes = np.full((len(self.records), 2), imgsz, np.int64)
         self._cache = self._fill_cache() if cache else None
 
-    def _load_or_none(self, index: int) -> np.ndarray | None:
-        """Resized image of record ``index``, or None (logged) when it cannot be read."""
+    def _read(self, index: int) -> np.ndarray:
+        """``load_image`` of record ``index``; raises ``ValueError`` if its oriented size is not the record's."""
+        record = self.records[index]
+        image, orig_hw = load_image(record.path, self.imgsz)
+        if orig_hw != (record.height, record.width):
+            raise ValueError(f"decoded size {orig_hw[1]}x{orig_hw[0]} differs from the dataset's "
+                             f"{record.width}x{record.height}")
+        return image
+
+    def _read_or_none(self, index: int) -> np.ndarray | None:
+        """``_read``, or None (logged) when the image cannot be read."""
         try:
-            return load_image(self.records[index].path, self.imgsz)[0]
+            return self._read(index)
         except IMAGE_ERRORS as error:
             log.warning("cannot cache %s: %s", self.records[index].path, error)
             return None
 
     def _fill_cache(self) -> list[np.ndarray | None]:
-        """Every record's resized image, decoded by a few threads (PIL releases the GIL while decoding)."""
+        """Every record's resized image, decoded by a few threads (OpenCV releases the GIL)."""
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            images = list(tqdm(pool.map(self._load_or_none, range(len(self.records))), total=len(self.records),
+            images = list(tqdm(pool.map(self._read_or_none, range(len(self.records))), total=len(self.records),
                                desc="caching images", leave=False, disable=None))
         log.info("cached %d images, %.1f MB", len(images), sum(i.nbytes for i in images if i is not None) / 1e6)
         return images
@@ -218,35 +279,31 @@ class DetectionDataset(Dataset):
     def _load(self, index: int) -> np.ndarray:
         """Resized image of record ``index`` from the cache or the file; raises on an unreadable image."""
         if self._cache is None:
-            return load_image(self.records[index].path, self.imgsz)[0]
+            return self._read(index)
         image = self._cache[index]
         if image is None:
-            raise OSError(f"{self.records[index].path} could not be read when caching")
+            raise OSError("could not be read when caching")
         return image
 
     def __len__(self) -> int:
         """Number of records."""
         return len(self.records)
 
-    def __getitem__(self, item: int) -> Sample:
-        """Item ``item`` (a position in the rect order when ``rect``) as a ``Sample``."""
-        for attempt in range(len(self)):
-            index = int(self.order[(item + attempt) % len(self)])
-            try:
-                resized = self._load(index)
-            except IMAGE_ERRORS as error:
-                self.failures += 1
-                log.warning("skipping unreadable image %s (%s); serving the next item instead",
-                            self.records[index].path, error)
-                continue
-            return self._sample(index, resized, tuple(int(s) for s in self.shapes[item]))
-        raise RuntimeError("no image of the dataset could be read")
+    def __getitem__(self, item: int) -> Sample | LoadFailure:
+        """Item ``item`` (a position in the rect order when ``rect``): a ``Sample``, or a ``LoadFailure``."""
+        index = int(self.order[item])
+        try:
+            resized = self._load(index)
+        except IMAGE_ERRORS as error:
+            log.warning("unreadable image %s left out of its batch: %s", self.records[index].path, error)
+            return LoadFailure(index, str(error))
+        return self._sample(index, resized, tuple(int(s) for s in self.shapes[item]))
 
     def _sample(self, index: int, resized: np.ndarray, shape: tuple[int, int]) -> Sample:
-        """Letterbox the resized image of record ``index`` to ``shape`` and build its targets."""
+        """Letterbox the resized image of record ``index`` to ``shape`` (never enlarged) and build its targets."""
         record = self.records[index]
         orig_hw = (record.height, record.width)
-        image, ratio, (left, top) = letterbox_from_original(resized, orig_hw, self.imgsz, shape)
+        image, ratio, (left, top) = letterbox_from_original(resized, orig_hw, self.imgsz, shape, scaleup=False)
         keep = ~record.flags
         boxes = torch.from_numpy(record.boxes[keep] * np.array([*ratio, *ratio], np.float32)
                                  + np.array([left, top, left, top], np.float32))
@@ -261,11 +318,16 @@ class DetectionDataset(Dataset):
         targets[:, 3] = (boxes[:, 1] + boxes[:, 3]) / (2 * height)
         targets[:, 4] = (boxes[:, 2] - boxes[:, 0]) / width
         targets[:, 5] = (boxes[:, 3] - boxes[:, 1]) / height
-        return Sample(tensor, targets, ImageMeta(index, (record.height, record.width), ratio, (left, top)))
+        return Sample(tensor, targets, ImageMeta(index, orig_hw, ratio, (left, top)))
 
 
-def collate(samples: Sequence[Sample]) -> Batch:
-    """Stack images into ``(B, 3, H, W)`` and concatenate targets, writing each one's batch index in column 0."""
+def collate(items: Sequence[Sample | LoadFailure]) -> Batch:
+    """Stack the samples' images into ``(B, 3, H, W)`` and concatenate their targets, writing each one's batch
+    index in column 0; ``LoadFailure`` items are left out and their record indices listed in ``failed``."""
+    samples = [s for s in items if isinstance(s, Sample)]
+    failed = [f.index for f in items if isinstance(f, LoadFailure)]
+    if not samples:
+        return Batch(torch.zeros((0, 3, 0, 0), dtype=torch.uint8), torch.zeros((0, 6)), [], failed)
     shapes = {tuple(s.image.shape) for s in samples}
     if len(shapes) > 1:
         raise ValueError(f"images of one batch differ in shape {sorted(shapes)}: rect batches need the loader's "
@@ -275,14 +337,15 @@ def collate(samples: Sequence[Sample]) -> Batch:
         t[:, 0] = i
     # numpy's single-threaded copy: torch.stack's intra-op threads were 30x slower here for uint8 images
     images = torch.from_numpy(np.stack([s.image.numpy() for s in samples]))
-    return Batch(images, torch.cat(targets), [s.meta for s in samples])
+    return Batch(images, torch.cat(targets), [s.meta for s in samples], failed)
 
 
 def seed_worker(worker_id: int) -> None:
     """Seed ``random`` and numpy in a DataLoader worker from the torch seed the loader gave it.
 
     Also limits the worker to one intra-op thread: workers already run in parallel, and more threads
-    per worker only oversubscribe the cores.
+    per worker only oversubscribe the cores. (OpenCV's thread count is left alone: changing it in a forked
+    worker hangs when the parent process had already used OpenCV's thread pool.)
     """
     torch.set_num_threads(1)
     seed = torch.initial_seed() % 2**32

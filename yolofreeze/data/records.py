@@ -1,8 +1,8 @@
 """The one record type every reader produces, the problem report readers fill, and the box checks they share.
 
-Coordinates everywhere in this module are in pixels of the image *as stored in the file*: the EXIF
-orientation tag is deliberately not applied (sizes come from the file header, boxes are taken as
-annotated against those raw pixels). A box is ``x1, y1, x2, y2`` with ``0 <= x1 < x2 <= width``.
+Coordinates everywhere in this module are in pixels of the image *as displayed*: with its EXIF orientation
+applied, as the loader decodes it and as YOLO labels are normalised (a 640x480 JPEG tagged "rotate 90°"
+is 480x640). A box is ``x1, y1, x2, y2`` with ``0 <= x1 < x2 <= width``.
 """
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".
 
 # What PIL raises for a missing, foreign, corrupt, truncated or absurdly large image file.
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+EXIF_ORIENTATION = 0x0112  # EXIF tag 274
+TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # orientations that turn the image by 90° (width <-> height)
 
 # Boxes that stick out of the image by at most this many pixels are clipped silently (rounding noise of
 # normalised labels); beyond it the clip is counted as a "clipped_box" problem.
@@ -99,7 +102,7 @@ class ImageRecord:
 
     Attributes:
         path: image file.
-        width, height: size in pixels read from the file header (EXIF orientation not applied).
+        width, height: size in pixels from the file header, EXIF orientation applied (see ``read_image_size``).
         boxes: ``(N, 4)`` float32, ``x1, y1, x2, y2`` in pixels of the original image, inside the image.
         classes: ``(N,)`` int64 contiguous class indices ``0..nc-1``.
         flags: ``(N,)`` bool, True = ignore this box in evaluation (COCO ``iscrowd``, VOC ``difficult``).
@@ -166,11 +169,25 @@ def _looks_complete(path: Path, image_format: str | None) -> bool:
     return True
 
 
-def read_image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` in pixels from the image header, without decoding the pixels.
+def _orientation(image: Image.Image) -> int:
+    """EXIF orientation tag (1-8; 1 when absent or unreadable) without decoding the pixels.
 
-    Files whose tail looks truncated (JPEG without end-of-image marker, PNG without IEND) are decoded
-    fully to decide, so files with harmless trailing bytes pass and truly truncated ones fail.
+    PNG: only an eXIf chunk before the pixel data is seen (a later one would need a full decode).
+    """
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except (OSError, ValueError, SyntaxError, TypeError):
+        return 1
+
+
+def read_image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` in pixels as displayed (EXIF orientation applied), without decoding the pixels.
+
+    Orientations 5-8 turn the image by 90°, so the header's width and height swap. Files whose tail looks
+    truncated (JPEG without end-of-image marker, PNG without IEND) are decoded fully to decide, so files
+    with harmless trailing bytes pass and truly truncated ones fail.
 
     Raises:
         one of ``IMAGE_ERRORS``: the file is missing, empty, not an image, truncated or too large.
@@ -179,6 +196,8 @@ def read_image_size(path: Path) -> tuple[int, int]:
         size = image.size
         if not _looks_complete(path, image.format):
             image.load()
+        if _orientation(image) in TRANSPOSED_ORIENTATIONS:
+            size = size[::-1]
     if min(size) <= 0:
         raise ValueError(f"image size {size}")
     return size
