@@ -203,3 +203,30 @@ def test_eval_cli_errors_are_clear(tmp_path, monkeypatch, capsys):
     assert eval_cli.main(["--weights", str(weights), "--data", "demo", "--workers", "0"]) == 2
     err = capsys.readouterr().err  # an unnamed 80-class model can only be matched by index: counts differ
     assert "the model has 80 classes" in err and "the dataset 3 (rectangle, ellipse, triangle)" in err
+
+
+def test_image_unreadable_mid_run_is_reported_and_counted_as_missed(shared_data, tmp_path, capsys):
+    """A file that breaks after the dataset was read: listed in the result, its objects missed, no crash."""
+    (tmp_path / "images" / "val").mkdir(parents=True)
+    (tmp_path / "labels" / "val").mkdir(parents=True)
+    source = shared_data / "cplid-dev"
+    stems = sorted(p.stem for p in (source / "images" / "val").glob("*.jpg"))[:6]
+    for stem in stems:
+        (tmp_path / "images" / "val" / f"{stem}.jpg").write_bytes((source / "images" / "val" / f"{stem}.jpg").read_bytes())
+        (tmp_path / "labels" / "val" / f"{stem}.txt").write_text((source / "labels" / "val" / f"{stem}.txt").read_text())
+    (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\nval: images/val\nnames:\n  0: insulator\n  1: defect\n")
+    info = read_yolo(tmp_path / "data.yaml")
+    records = info.splits["val"]
+    broken = records[2].path
+    data = broken.read_bytes()
+    broken.write_bytes(data[:200] + bytes(len(data) - 200))  # header intact, pixel data gone
+    gt = to_coco_gt(records, info.names)
+    model = load_model(save_release(build_oracle("yolov8n", nc=2), tmp_path / "w.pt"))
+    result = evaluate(model, records, info.names, out_dir=tmp_path / "out", imgsz=320, batch=4, progress=False)
+    assert result.unreadable == [str(broken)]
+    assert result.images == len(records) and result.instances == len(gt["annotations"])
+    predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert records[2].image_id not in {d["image_id"] for d in predictions}
+    assert {d["image_id"] for d in predictions} <= {r.image_id for r in records}
+    from yolofreeze.evaluate import format_result
+    assert "1 images could not be read" in format_result(result) and str(broken) in format_result(result)

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
+from .loader import decode_image
 from .records import IMAGE_ERRORS, DatasetInfo, ProblemReport
 
 
@@ -39,10 +39,9 @@ class DatasetReport:
 
 
 def _decodes(path: Path) -> str | None:
-    """None when the whole image decodes, else the error text."""
+    """None when the whole image decodes with the loader's own decoder, else the error text."""
     try:
-        with Image.open(path) as image:
-            image.load()
+        decode_image(path)
     except IMAGE_ERRORS as error:
         return str(error) or type(error).__name__
     return None
