@@ -93,8 +93,10 @@ def main() -> None:
         tmp = Path(tmp)
         for imgsz in (int(s) for s in args.sizes.split(",")):
             root = pseudo_labels(args.weights, images, imgsz, tmp / f"pseudo{imgsz}")
-            (root / "data.yaml").write_text(f"path: {root}\nval: images/val\nnames: {names}\n")
-            truths = {"real": args.data, "pseudo": root / "data.yaml"}
+            (root / "data.yaml").write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames: {names}\n")
+            real = tmp / f"real{imgsz}.yaml"  # an absolute path: the oracle resolves "path: ." against the cwd
+            real.write_text(f"path: {info.root}\ntrain: {images}\nval: {images}\nnames: {names}\n")
+            truths = {"real": real, "pseudo": root / "data.yaml"}
             table = {}
             for truth, data_yaml in truths.items():
                 records = read_yolo(data_yaml).splits["val"]
