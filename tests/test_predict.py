@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import torch
 from PIL import Image
 
 from oracle import build_oracle, save_release
@@ -36,3 +38,19 @@ def test_predict_writes_images_and_json(shared_data, tmp_path, capsys):
 def test_predict_missing_source_is_clear(tmp_path, capsys):
     assert predict_main(["--weights", "x.pt", "--source", str(tmp_path / "nope")]) == 2
     assert "source not found" in capsys.readouterr().err
+
+
+def test_label_of_a_box_at_the_top_edge_is_drawn_inside_the_image(tmp_path):
+    from yolofreeze.predict import draw_detections
+
+    path = tmp_path / "grey.png"
+    Image.new("RGB", (200, 120), (128, 128, 128)).save(path)
+    det = torch.tensor([[10.0, 0.0, 90.0, 60.0, 0.9, 0.0], [120.0, 50.0, 199.0, 110.0, 0.8, 1.0]])
+    drawn = draw_detections(path, det, ["insulator", "defect"])
+    def white_pixels(box):
+        """Pixels of the white label text (anti-aliased) in ``box``."""
+        return int((np.asarray(drawn.crop(box)).min(-1) > 230).sum())
+
+    assert white_pixels((12, 2, 80, 18)) > 10  # the label's text, inside the box just below the top edge
+    assert white_pixels((122, 30, 199, 50)) > 10  # room above this box: its label sits above it
+    assert drawn.getpixel((30, 25)) == (128, 128, 128)  # and nothing else is painted inside the first box
