@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="demo", help="data.yaml, dataset folder, or insplad/coco8/coco/demo")
     parser.add_argument("--freeze", type=non_negative_int, default=0, help="freeze blocks 0..N-1")
     parser.add_argument("--imgsz", type=image_size, default=640, help="training image size in pixels")
-    parser.add_argument("--device", type=device, default=default_device())
+    parser.add_argument("--device", type=device, default=default_device(), help="cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     info = resolve_dataset(args.data)
     model = load_model(args.model) if Path(args.model).suffix == ".pt" else build_model(args.model, nc=info.nc)

@@ -31,12 +31,20 @@ def plain_text(doc: str) -> str:
     return doc.strip().splitlines()[0].replace("``", "")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default in ``--help`` when it has a meaningful one (not None, not an off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse`` with plain-text descriptions, defaults shown in ``--help``, and one-line usage errors."""
 
     def __init__(self, prog: str, doc: str, **kwargs) -> None:
-        super().__init__(prog=prog, description=plain_text(doc),
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+        super().__init__(prog=prog, description=plain_text(doc), formatter_class=_HelpFormatter, **kwargs)
 
     def error(self, message: str):
         """A usage error: one line on stderr, exit code 2 (argparse would print the whole usage first)."""
@@ -111,7 +119,7 @@ def add_detection_options(parser: argparse.ArgumentParser, conf: float) -> None:
     parser.add_argument("--max-det", type=positive_int, default=300, help="detections kept per image")
     parser.add_argument("--v10-head", choices=V10Detect.BRANCHES, default="one2one",
                         help="YOLOv10 branch: one2one (NMS-free, the paper's) or one2many (+ NMS)")
-    parser.add_argument("--device", type=device, default=default_device())
+    parser.add_argument("--device", type=device, default=default_device(), help="cpu, cuda or cuda:N")
 
 
 def default_device() -> str:
