@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from conftest import PROJECT_ROOT
 from oracle import build_oracle, save_release, ultralytics
 from test_data_formats import write_coco, write_voc, write_yolo
 from yolofreeze import load_model
@@ -230,3 +233,18 @@ def test_image_unreadable_mid_run_is_reported_and_counted_as_missed(shared_data,
     assert {d["image_id"] for d in predictions} <= {r.image_id for r in records}
     from yolofreeze.evaluate import format_result
     assert "1 images could not be read" in format_result(result) and str(broken) in format_result(result)
+
+
+def test_eval_cli_reports_dataset_problems_once(tmp_path):
+    """A malformed label row is reported once, by the CLI, in words a user can act on (no Python names)."""
+    source = write_yolo(tmp_path / "ds", SPEC, ["damper", "defect", "insulator"])
+    label = next((tmp_path / "ds" / "labels" / "val").glob("*.txt"))
+    label.write_text(label.read_text() + "\n7 oops\n")
+    weights = save_release(build_oracle("yolov8n", nc=3), tmp_path / "w.pt")
+    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "eval.py"), "--weights", str(weights), "--data",
+                             str(source), "--imgsz", "128", "--workers", "0", "--out", str(tmp_path / "out"),
+                             "--ignore-names"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    everything = result.stdout + result.stderr
+    assert everything.count("bad_annotation") == 1 and str(label) in everything
+    assert "check_dataset()" not in everything
