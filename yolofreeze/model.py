@@ -13,12 +13,13 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import yaml
 from torch import nn
 
-from .names import COCO80_NAMES
+from .names import COCO80_NAMES, name_key
 from .nn import PSA, SPPF, C2f, C2fCIB, Concat, Conv, Detect, RepVGGDW, SCDown, V10Detect
 
 LOGGER = logging.getLogger(__name__)
@@ -284,3 +285,72 @@ def block_table(model: YOLO, imgsz: int = 640) -> list[dict]:
                      "params": sum(p.numel() for p in model.model[info.index].parameters()),
                      "output": shape, "part": info.part})
     return rows
+
+
+class ClassTransfer(NamedTuple):
+    """What :func:`with_class_names` did: the new model, the classes kept (by name) and what was re-initialised."""
+
+    model: YOLO
+    kept: dict[str, int]  # new class name -> the old class index its output rows came from
+    fresh_classes: list[str]  # new classes the old model did not have: prior-initialised outputs
+    fresh_tensors: list[str]  # state-dict keys initialised afresh (their shape depends on the class count)
+
+    def message(self) -> str:
+        """One line for the user, empty when nothing changed."""
+        unchanged = list(self.kept.values()) == list(range(len(self.kept)))
+        if not self.fresh_classes and not self.fresh_tensors and unchanged:
+            return ""
+        parts = []
+        if self.kept:
+            parts.append(f"kept by name: {', '.join(f'{n} (was {i})' for n, i in self.kept.items())}")
+        if self.fresh_classes:
+            parts.append(f"new classes, class outputs initialised afresh: {', '.join(self.fresh_classes)}")
+        widened = sorted({_class_branch(k) for k in self.fresh_tensors if not _is_class_output(k)})
+        if widened:
+            parts.append(f"class-branch layers whose width depends on the class count initialised afresh: "
+                         f"{', '.join(widened)}")
+        return "; ".join(parts)
+
+
+def _class_branch(key: str) -> str | None:
+    """``"model.22.cv3.0"`` for any key of a classification branch (level 0 there), else None."""
+    match = re.match(r"(.*\.(?:one2one_)?cv3\.\d+)\.", key)
+    return match.group(1) if match else None
+
+
+def _is_class_output(key: str) -> bool:
+    """Whether a state-dict key is the last (class-logit) layer of a head's classification branch."""
+    return bool(re.search(r"\.(one2one_)?cv3\.\d+\.2\.(weight|bias)$", key))
+
+
+def with_class_names(model: YOLO, names: list[str]) -> ClassTransfer:
+    """A copy of ``model`` that predicts ``names``, for fine-tuning on a dataset with other classes.
+
+    Every tensor whose shape does not depend on the class count is copied. The class-logit rows of a class
+    the model already knows (same name, compared as in :func:`names.name_key`) are copied from that class, so
+    the same names in another order are a pure remap; other classes get the head's prior initialisation.
+    Layers of the classification branch whose width depends on the class count (``max(c, min(nc, 100))``
+    channels: e.g. yolov8n's, 80 wide for COCO but 64 for 2 classes) are initialised afresh, and so are
+    the class rows on top of them.
+    """
+    fresh = YOLO(model.spec, nc=len(names), names=list(names))
+    old_state, new_state = model.state_dict(), fresh.state_dict()
+    old_index = {name_key(n): i for i, n in enumerate(model.names)}
+    source = [old_index.get(name_key(n)) for n in names]
+    fresh_tensors = [k for k, v in new_state.items() if not _is_class_output(k) and old_state[k].shape != v.shape]
+    widened_branches = {_class_branch(k) for k in fresh_tensors}
+    for key, value in new_state.items():
+        if key in fresh_tensors:
+            continue
+        if not _is_class_output(key):
+            value.copy_(old_state[key])
+        elif _class_branch(key) in widened_branches:
+            fresh_tensors.append(key)
+        else:
+            for new_class, old_class in enumerate(source):
+                if old_class is not None:
+                    value[new_class] = old_state[key][old_class]
+    if widened_branches:  # the class rows sit on fresh layers: nothing of the old classes survives
+        source = [None] * len(names)
+    kept = {n: i for n, i in zip(names, source) if i is not None}
+    return ClassTransfer(fresh, kept, [n for n, i in zip(names, source) if i is None], fresh_tensors)
