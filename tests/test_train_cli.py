@@ -1,20 +1,176 @@
-"""train.py until the trainer lands: checks its inputs, says what --freeze would freeze, and refuses to pretend."""
+"""train.py end to end on small real runs: run folder contents, results.csv columns, patience, bad input, NaN stop,
+corrupt files skipped, class-name changes at the model-dataset meeting."""
 from __future__ import annotations
 
+import contextlib
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
 import train as train_cli
-from yolofreeze import block_table, build_model
+from yolofreeze.convert import load_model, random_model, save_checkpoint
+from yolofreeze.data import DEMO_NAMES, ensure_demo_dataset
+from yolofreeze.runs import RESULTS_COLUMNS, read_results
+from yolofreeze.train import Distributed
+
+TINY = ["--imgsz", "128", "--batch", "8", "--workers", "0"]
 
 
-def test_reports_frozen_blocks_and_exits_2(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("YOLOFREEZE_DATASETS", str(tmp_path))
-    assert train_cli.main(["--model", "yolov10n", "--data", "demo", "--freeze", "11"]) == 2
-    captured = capsys.readouterr()
-    expected = sum(b["params"] for b in block_table(build_model("yolov10n", nc=3))[:11])
-    assert f"freeze {expected:,} of" in captured.out and "blocks 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)" in captured.out
-    assert "not implemented yet" in captured.err
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    """The embedded demo dataset generated into a temporary folder: its data.yaml."""
+    return ensure_demo_dataset(tmp_path_factory.mktemp("datasets") / "demo")
 
 
-def test_bad_freeze_index_is_an_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("YOLOFREEZE_DATASETS", str(tmp_path))
-    assert train_cli.main(["--data", "demo", "--freeze", "40"]) == 2
+@pytest.fixture(scope="module")
+def demo_run(demo_data, tmp_path_factory):
+    """Two epochs of yolov8n from scratch on the demo data: (exit code, stdout, run folder)."""
+    project = tmp_path_factory.mktemp("runs")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = train_cli.main(["--data", str(demo_data), "--weights", "none", "--epochs", "2", "--name", "demo",
+                               "--project", str(project), *TINY])
+    return code, out.getvalue(), project / "demo"
+
+
+def test_run_folder_holds_weights_results_plot_and_args(demo_run):
+    code, out, run = demo_run
+    assert code == 0, out
+    for name in ("args.yaml", "results.csv", "results.png", "weights/last.pt", "weights/best.pt"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    assert args["epochs"] == 2 and args["imgsz"] == 128 and args["lr0"] == 0.01 and args["freeze"] == []
+    assert "best epoch" in out and "mAP@50:95" in out and str(run) in out
+
+
+def test_results_csv_has_the_reference_columns_then_ours(demo_run):
+    _, _, run = demo_run
+    header = (run / "results.csv").read_text().splitlines()[0].split(",")
+    assert header == [
+        "epoch", "train/box_loss", "train/cls_loss", "train/dfl_loss", "metrics/precision(B)", "metrics/recall(B)",
+        "metrics/mAP50(B)", "metrics/mAP50-95(B)", "val/box_loss", "val/cls_loss", "val/dfl_loss", "lr/pg0",
+        "lr/pg1", "lr/pg2", "epoch_seconds", "peak_memory_mb"]
+    assert list(RESULTS_COLUMNS) == header
+    results = read_results(run / "results.csv")
+    assert results["epoch"] == [1.0, 2.0]
+    for column in header:
+        assert all(torch.isfinite(torch.tensor(results[column]))), column
+
+
+def test_checkpoints_load_without_pickled_code_and_hold_the_ema_weights(demo_run):
+    _, _, run = demo_run
+    last = torch.load(run / "weights" / "last.pt", weights_only=True)
+    best = torch.load(run / "weights" / "best.pt", weights_only=True)
+    assert last["format"] == "yolofreeze" and last["names"] == list(DEMO_NAMES)
+    assert last["train"]["epoch"] == 2 and last["train"]["ema_updates"] >= 1
+    assert {"optimizer", "model", "best_fitness", "rng"} <= set(last["train"])
+    assert "optimizer" not in best["train"] and best["train"]["epoch"] in (1, 2)
+    # the saved weights are the EMA's, not the raw training weights
+    differs = [k for k, v in last["state_dict"].items() if v.is_floating_point()
+               and not torch.equal(v, last["train"]["model"][k])]
+    assert differs
+    model = load_model(run / "weights" / "best.pt")
+    assert model.arch == "yolov8n" and model.names == list(DEMO_NAMES)
+
+
+def test_a_second_run_of_the_same_name_gets_a_new_folder(demo_run, demo_data, capsys):
+    _, _, run = demo_run
+    assert train_cli.main(["--data", str(demo_data), "--weights", "none", "--epochs", "1", "--name", "demo",
+                           "--project", str(run.parent), *TINY]) == 0
+    assert (run.parent / "demo2" / "weights" / "last.pt").is_file()
+    assert len(read_results(run / "results.csv")["epoch"]) == 2  # the first run is untouched
+
+
+def test_patience_stops_when_fitness_stops_improving(demo_data, tmp_path, capsys):
+    # from scratch at 128 px nothing is found in 3 epochs: fitness stays 0, so only epoch 1 improves (on -inf)
+    assert train_cli.main(["--data", str(demo_data), "--weights", "none", "--epochs", "3", "--patience", "1",
+                           "--project", str(tmp_path), "--name", "p", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert read_results(tmp_path / "p" / "results.csv")["epoch"] == [1.0, 2.0]
+    assert "stopped early" in out and "best epoch 1" in out
+
+
+def test_bad_freeze_index_is_an_error(demo_data, tmp_path, capsys):
+    assert train_cli.main(["--data", str(demo_data), "--weights", "none", "--freeze", "40",
+                           "--project", str(tmp_path)]) == 2
     assert "has 23 blocks (0-22)" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before a run folder was made
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "/no/such/data.yaml"], "/no/such/data.yaml"),
+    (["--resume", "/no/such/run"], "nothing to resume in /no/such/run"),
+    (["--imgsz", "100"], "not a positive multiple of 32"),
+    (["--lr0", "-1"], "must be positive"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    assert train_cli.main([*argv, "--project", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_offline_without_pretrained_weights_says_how_to_train_from_scratch(demo_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("YOLOFREEZE_WEIGHTS", str(tmp_path / "cache"))
+    monkeypatch.setenv("YOLOFREEZE_WEIGHTS_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    assert train_cli.main(["--data", str(demo_data), "--weights", "yolov8n.pt", "--project", str(tmp_path)]) == 2
+    assert "--weights none" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_epoch_and_batch(demo_data, tmp_path, capsys):
+    model = random_model("yolov8n", names=list(DEMO_NAMES))
+    with torch.no_grad():
+        model.model[0].conv.weight[0, 0, 0, 0] = float("nan")
+    weights = save_checkpoint(model, tmp_path / "nan.pt")
+    assert train_cli.main(["--data", str(demo_data), "--weights", str(weights), "--epochs", "1",
+                           "--project", str(tmp_path), "--name", "nan", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "loss became nan at epoch 1, batch 1 of 6" in err and "no checkpoint was written" in err
+    assert not (tmp_path / "nan" / "weights" / "last.pt").exists()
+
+
+def test_corrupt_image_and_label_are_reported_and_skipped(demo_data, tmp_path, capsys):
+    root = tmp_path / "broken"
+    shutil.copytree(demo_data.parent, root)
+    image = root / "images" / "train" / "train_0003.jpg"
+    image.write_bytes(image.read_bytes()[:300])  # truncated JPEG
+    (root / "labels" / "train" / "train_0005.txt").write_text("0 0.5 0.5 zero 0.2\n")
+    assert train_cli.main(["--data", str(root / "data.yaml"), "--weights", "none", "--epochs", "1",
+                           "--project", str(tmp_path), "--name", "b", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "problems (2)" in out and "unreadable_image" in out and "bad_annotation" in out
+    assert "train_0003.jpg" in out and "train_0005.txt" in out and "training 1 epochs on 47 images" in out
+    assert (tmp_path / "b" / "weights" / "last.pt").is_file()
+
+
+def _trainer_for(weights: Path, data: Path, tmp_path: Path):
+    args = train_cli.parse_args(["--data", str(data), "--weights", str(weights), "--project", str(tmp_path),
+                                 *TINY])
+    return train_cli.new_run(args, Distributed())
+
+
+def test_other_class_names_reinitialise_only_the_class_outputs(demo_data, tmp_path):
+    source = random_model("yolov8n", nc=80, seed=3)  # COCO names: none of the demo's classes
+    trainer = _trainer_for(save_checkpoint(source, tmp_path / "coco.pt"), demo_data, tmp_path)
+    before, after = source.state_dict(), trainer.model.state_dict()
+    changed = [k for k in after if before[k].shape != after[k].shape or not torch.equal(before[k], after[k])]
+    assert trainer.model.names == list(DEMO_NAMES)
+    assert changed and all(k.startswith("model.22.cv3.") for k in changed)
+    assert {k for k in after if k.startswith("model.22.cv3.") and k.endswith(".2.bias")} <= set(changed)
+
+
+def test_same_names_in_another_order_are_remapped_not_reinitialised(demo_data, tmp_path):
+    order = [2, 0, 1]
+    source = random_model("yolov8n", names=[DEMO_NAMES[k] for k in order], seed=4)
+    trainer = _trainer_for(save_checkpoint(source, tmp_path / "perm.pt"), demo_data, tmp_path)
+    before, after = source.state_dict(), trainer.model.state_dict()
+    for key in after:
+        if key.endswith(("cv3.0.2.weight", "cv3.1.2.weight", "cv3.2.2.weight", "cv3.0.2.bias", "cv3.1.2.bias",
+                         "cv3.2.2.bias")):
+            for old, name in enumerate(source.names):
+                assert torch.equal(after[key][DEMO_NAMES.index(name)], before[key][old]), key
+        else:
+            assert torch.equal(before[key], after[key]), key

@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple, Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from .augment import Augment
@@ -356,7 +356,7 @@ def seed_worker(worker_id: int) -> None:
 def build_dataloader(records: Sequence[ImageRecord], imgsz: int = 640, batch: int = 16, shuffle: bool = False,
                      workers: int = 0, seed: int = 0, rect: bool = False, cache: bool = False,
                      augment: bool | AugmentFn = False, stride: int = 32,
-                     pin_memory: bool | None = None) -> DataLoader:
+                     pin_memory: bool | None = None, sampler: Sampler | None = None) -> DataLoader:
     """A DataLoader of ``Batch`` es over ``records``.
 
     Args:
@@ -373,16 +373,21 @@ def build_dataloader(records: Sequence[ImageRecord], imgsz: int = 640, batch: in
         augment: True for ``Augment()`` defaults, or a callable ``(image, boxes_xyxy, classes) -> same``.
         stride: shape alignment in pixels.
         pin_memory: page-locked batches; default: when CUDA is available.
+        sampler: the order of the records (e.g. a ``DistributedSampler`` for training: a fresh shuffle per
+            ``set_epoch`` that a resumed run can repeat, and one shard per process); not with ``shuffle``.
 
     Returns:
         ``torch.utils.data.DataLoader`` whose dataset is a ``DetectionDataset``.
     """
     if rect and shuffle:
         raise ValueError("rect batches have a fixed aspect-ratio order; use shuffle=False with rect=True")
+    if sampler is not None and (shuffle or rect):
+        raise ValueError("a sampler sets the order itself: use shuffle=False and rect=False with it")
     transform = Augment() if augment is True else (augment or None)
     dataset = DetectionDataset(records, imgsz, rect=rect, batch_size=batch, stride=stride, cache=cache,
                                augment=transform)
-    return DataLoader(dataset, batch_size=batch, shuffle=shuffle, num_workers=workers, collate_fn=collate,
+    return DataLoader(dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers,
+                      collate_fn=collate,
                       pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
                       generator=torch.Generator().manual_seed(seed), worker_init_fn=seed_worker,
                       persistent_workers=workers > 0)

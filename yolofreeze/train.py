@@ -1,0 +1,374 @@
+"""The training loop: the reference's SGD recipe around our model, loss, data and evaluation.
+
+Data flow per epoch: shuffled training batches (one ``DistributedSampler`` shard per process; a single process is
+the one-shard case, so the order is a function of ``seed`` and the epoch, which is what makes resume exact) →
+``model`` in train mode with the frozen blocks' batch-norm in eval (:class:`FreezePlan`) → loss → backward →
+every ``accumulate`` batches a clipped Nesterov-SGD step and an EMA update (:mod:`yolofreeze.optim`) → after the
+epoch the EMA weights are evaluated with pycocotools (:func:`yolofreeze.evaluate.evaluate`), a ``results.csv``
+row is written, and ``weights/last.pt`` (and ``best.pt`` when the fitness ``0.1 * mAP50 + 0.9 * mAP50-95``
+improved) are saved atomically.
+
+``last.pt`` is our checkpoint with the EMA weights plus a ``train`` entry holding everything a resumed run needs:
+the raw training weights, optimiser and AMP-scaler state, gradients accumulated towards a step not yet taken,
+the EMA's update count, the last step's iteration, the best fitness and epoch, the RNG states and the settings.
+All of it is tensors and plain Python values, so it loads with ``torch.load(..., weights_only=True)``.
+
+Under ``torchrun`` every process trains on its shard with ``DistributedDataParallel`` (gloo on CPU, NCCL on
+CUDA); ``batch`` is the total over processes; only rank 0 validates, logs and writes files.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import resource
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from .convert import atomic_torch_save, checkpoint_dict
+from .data import DatasetInfo, build_dataloader
+from .evaluate import ClassAP, EvalResult, evaluate
+from .freeze import FreezePlan
+from .loss import build_loss
+from .model import YOLO
+from .optim import ModelEMA, TrainConfig, apply_schedule, build_optimizer, optimizer_step, step_due
+from .plots import plot_results
+from .runs import RESULTS_COLUMNS, append_results, read_results, write_args
+
+LOGGER = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; training stopped (``last.pt`` holds the last good epoch)."""
+
+
+def fitness(result: EvalResult) -> float:
+    """The reference's model-selection score: ``0.1 * mAP50 + 0.9 * mAP50-95``."""
+    return 0.1 * result.map50 + 0.9 * result.map50_95
+
+
+@dataclass
+class Distributed:
+    """This process's place in a ``torchrun`` job (``world_size`` 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that validates, logs and writes files."""
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device: str | torch.device = "cpu") -> Distributed:
+        """Join the ``torchrun`` process group described by ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, if any.
+
+        On CUDA each process takes ``cuda:LOCAL_RANK`` and NCCL; on CPU gloo. Without ``torchrun`` nothing is
+        initialised and ``device`` is used as given.
+        """
+        device = torch.device(device)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1:
+            return cls(0, 1, device)
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), device)
+
+    def broadcast(self, value):
+        """Rank 0's ``value`` on every process (any picklable object)."""
+        if self.world_size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+@dataclass
+class TrainSummary:
+    """What a finished run reports: where its files are, its best epoch and that epoch's evaluation."""
+
+    run_dir: Path
+    epochs_run: int
+    best_epoch: int
+    best_fitness: float
+    best: EvalResult | None
+    stopped_early: bool
+    seconds: float
+    unreadable: list[str]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    """Peak memory since the last reset: CUDA allocated bytes on a GPU; the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _memory_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.memory_reserved(device) / 2**30:.2f}G"
+    return f"{_peak_memory_mb(device) / 1024:.2f}G"
+
+
+class Trainer:
+    """Fine-tune (or train from scratch) ``model`` on ``data`` with the reference recipe ``cfg``.
+
+    Args:
+        model: the network to train, already predicting ``data``'s classes in ``data``'s order
+            (see :func:`yolofreeze.model.with_class_names`).
+        data: the dataset; its ``train`` split trains, its ``val`` split validates each epoch.
+        cfg: the recipe (epochs, batch, image size, SGD hyper-parameters, loss gains).
+        run_dir: the run's folder (``runs/train/<name>``), created beforehand.
+        plan: which blocks are frozen (default: none).
+        device: where to train; under ``torchrun`` on CUDA each process uses its local rank's GPU.
+        workers: data-loader worker processes per training process.
+        cache: keep the decoded, resized training images in RAM.
+        amp: mixed precision (float16 autocast and a gradient scaler); default: on CUDA only.
+        settings: what ``args.yaml`` and the checkpoints record about the run besides ``cfg`` (data, model,
+            weights, freeze …): what a resume needs to rebuild it.
+        progress: show tqdm bars.
+    """
+
+    def __init__(self, model: YOLO, data: DatasetInfo, cfg: TrainConfig, run_dir: str | Path,
+                 plan: FreezePlan | None = None, device: str | torch.device = "cpu", workers: int = 2,
+                 cache: bool = False, amp: bool | None = None, settings: dict | None = None,
+                 progress: bool = True) -> None:
+        for split in ("train", "val"):
+            if not data.splits.get(split):
+                raise ValueError(f"dataset {data.root} has no {split} images")
+        if model.names != data.names:
+            raise ValueError("the model's classes differ from the dataset's: align them first "
+                             "(yolofreeze.model.with_class_names)")
+        self.dist = Distributed.from_env(device)
+        if cfg.batch % self.dist.world_size:
+            raise ValueError(f"batch {cfg.batch} must divide evenly over {self.dist.world_size} processes")
+        self.device = self.dist.device
+        self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
+        self.plan = plan or FreezePlan.first(0, model)
+        self.amp = self.device.type == "cuda" if amp is None else amp
+        if self.amp and self.device.type != "cuda":
+            raise ValueError("mixed precision (AMP) needs a CUDA device")
+        self.settings = dict(settings or {})
+        self.workers, self.cache, self.progress = workers, cache, progress and self.dist.main
+        self.model = self.plan.apply(model).to(self.device)
+        self.criterion = build_loss(self.model, cfg.to_dict())
+        self.optimizer = build_optimizer(self.model, cfg, self.plan.trainable)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.ema = ModelEMA(self.model)
+        self.start_epoch, self.last_step = 0, -1
+        self.best_fitness, self.best_epoch, self.best_result = -math.inf, 0, None
+        self.unreadable: set[str] = set()
+        self.sampler = DistributedSampler(range(len(data.splits["train"])), num_replicas=self.dist.world_size,
+                                          rank=self.dist.rank, shuffle=True, seed=cfg.seed)
+        stride = max(32, int(self.model.stride.max()))
+        self.loader = build_dataloader(data.splits["train"], cfg.imgsz, cfg.batch // self.dist.world_size,
+                                       workers=workers, seed=cfg.seed, cache=cache, stride=stride,
+                                       sampler=self.sampler)
+        self.nb = len(self.loader)
+        self.network = self.model if self.dist.world_size == 1 else DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    @property
+    def weights_dir(self) -> Path:
+        """``<run>/weights``: ``last.pt`` and ``best.pt``."""
+        return self.run_dir / "weights"
+
+    def fit(self) -> TrainSummary:
+        """Train from ``start_epoch`` to ``cfg.epochs`` (or early stop); return the run's summary.
+
+        Raises:
+            TrainingDiverged: the loss became NaN or infinite (message names the epoch and batch).
+        """
+        started, stopped_early, epoch = time.perf_counter(), False, self.start_epoch
+        if self.dist.main:
+            write_args(self.run_dir, {**self.settings, **self.cfg.to_dict()})
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            row = self.train_epoch(epoch)
+            stop = False
+            if self.dist.main:
+                stop = self.end_epoch(epoch, row)
+            if self.dist.broadcast(stop):
+                stopped_early = epoch + 1 < self.cfg.epochs
+                break
+        if self.dist.main and (self.run_dir / "results.csv").is_file():
+            plot_results(self.run_dir / "results.csv", self.run_dir / "results.png")
+        return TrainSummary(self.run_dir, epoch + 1, self.best_epoch, self.best_fitness, self.best_result,
+                            stopped_early, time.perf_counter() - started, sorted(self.unreadable))
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training shard; returns the epoch's mean losses, last learning rates and timing."""
+        started = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.sampler.set_epoch(epoch)
+        self.plan.set_train_mode(self.model)
+        sums, batches = torch.zeros(3), 0
+        bar = tqdm(self.loader, total=self.nb, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        for i, batch in enumerate(bar):
+            iteration = i + self.nb * epoch
+            accumulate = apply_schedule(self.optimizer, iteration, epoch, self.cfg, self.nb)
+            self.unreadable.update(str(self.data.splits["train"][k].path) for k in batch.failed)
+            if not batch.meta:
+                continue
+            parts = self.train_step(batch, epoch, i)
+            if step_due(iteration, self.last_step, accumulate):
+                optimizer_step(self.model, self.optimizer, self.ema, self.scaler if self.amp else None)
+                self.last_step = iteration
+            sums += torch.stack([parts[name].float().cpu() for name in ("box", "cls", "dfl")])
+            batches += 1
+            means = sums / batches
+            bar.set_postfix_str(f"box {means[0]:.3f} cls {means[1]:.3f} dfl {means[2]:.3f} "
+                                f"inst {len(batch.targets)} size {batch.images.shape[-1]} "
+                                f"mem {_memory_label(self.device)}")
+        means = (sums / max(batches, 1)).tolist()
+        row = {"epoch": epoch + 1, "train/box_loss": means[0], "train/cls_loss": means[1],
+               "train/dfl_loss": means[2], "epoch_seconds": time.perf_counter() - started,
+               "peak_memory_mb": _peak_memory_mb(self.device)}
+        row.update({f"lr/pg{k}": group["lr"] for k, group in enumerate(self.optimizer.param_groups)})
+        return row
+
+    def train_step(self, batch, epoch: int, index: int) -> dict[str, torch.Tensor]:
+        """Forward and backward of one batch (gradients accumulate until the next optimiser step)."""
+        images = batch.images.to(self.device, non_blocking=True).float() / 255
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        with autocast:
+            outputs = self.network(images)
+        total, parts = self.criterion(outputs, batch.targets.to(self.device), tuple(images.shape[-2:]))
+        if not torch.isfinite(total):
+            kept = self.weights_dir / "last.pt"
+            raise TrainingDiverged(
+                f"the loss became {float(total.detach())} at epoch {epoch + 1}, batch {index + 1} of {self.nb}; "
+                f"training stopped, " + (f"the last good epoch is in {kept}" if kept.is_file() else
+                                         "no epoch had finished, so no checkpoint was written") +
+                " (try a lower --lr0, or check the starting weights and the labels)")
+        self.scaler.scale(total * self.dist.world_size).backward()  # DDP averages gradients; the recipe sums
+        return parts
+
+    def end_epoch(self, epoch: int, row: dict[str, float]) -> bool:
+        """Validate the EMA weights, write results and checkpoints (rank 0); return whether to stop."""
+        result = self.validate()
+        row.update({"metrics/precision(B)": result.precision, "metrics/recall(B)": result.recall,
+                    "metrics/mAP50(B)": result.map50, "metrics/mAP50-95(B)": result.map50_95,
+                    **{f"val/{name}_loss": result.losses.get(name, math.nan) for name in ("box", "cls", "dfl")}})
+        score = fitness(result)
+        improved = score > self.best_fitness
+        if improved:
+            self.best_fitness, self.best_epoch, self.best_result = score, epoch + 1, result
+        row = {column: row[column] for column in RESULTS_COLUMNS}
+        self.save_last(epoch, row)
+        if improved:
+            self.save_best(epoch, result)
+        append_results(self.run_dir / "results.csv", row)
+        LOGGER.info("epoch %d/%d  box %.4f cls %.4f dfl %.4f  P %.3f R %.3f  mAP50 %.4f  mAP50-95 %.4f  %.0fs%s",
+                    epoch + 1, self.cfg.epochs, row["train/box_loss"], row["train/cls_loss"],
+                    row["train/dfl_loss"], result.precision, result.recall, result.map50, result.map50_95,
+                    row["epoch_seconds"], "  (best)" if improved else "")
+        patience_over = self.cfg.patience > 0 and epoch + 1 - self.best_epoch >= self.cfg.patience
+        if patience_over and epoch + 1 < self.cfg.epochs:
+            LOGGER.info("early stop: no improvement in %d epochs; best epoch %d", self.cfg.patience,
+                        self.best_epoch)
+        return patience_over
+
+    def validate(self) -> EvalResult:
+        """Evaluate the EMA weights on the val split (batch ``2 * batch``, rectangular batches), val losses too."""
+        return evaluate(self.ema.module, self.data.splits["val"], self.data.names, self.data.category_ids,
+                        imgsz=self.cfg.imgsz, batch=2 * self.cfg.batch, workers=self.workers,
+                        progress=self.progress, criterion=build_loss(self.ema.module, self.cfg.to_dict()))
+
+    def train_state(self, epoch: int, row: dict[str, float]) -> dict:
+        """Everything a resumed run needs after ``epoch`` (0-based) finished; tensors and plain values only."""
+        def cpu(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.detach().cpu().clone()
+        pending = {name: cpu(p.grad) for name, p in self.model.named_parameters() if p.grad is not None}
+        return {"epoch": epoch + 1, "config": self.cfg.to_dict(), "settings": self.settings,
+                "model": {k: cpu(v) for k, v in self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "pending_gradients": pending, "ema_updates": self.ema.updates, "last_step": self.last_step,
+                "best_fitness": self.best_fitness, "best_epoch": self.best_epoch,
+                "best_result": self.best_result.to_dict() if self.best_result else None,
+                "results_row": row, "batches_per_epoch": self.nb,
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
+
+    def save_last(self, epoch: int, row: dict[str, float]) -> Path:
+        """``weights/last.pt``: EMA weights plus the full training state (atomic)."""
+        return atomic_torch_save(checkpoint_dict(self.ema.module, self.train_state(epoch, row)),
+                                 self.weights_dir / "last.pt")
+
+    def save_best(self, epoch: int, result: EvalResult) -> Path:
+        """``weights/best.pt``: EMA weights with the epoch, fitness and metrics that made them best (atomic)."""
+        info = {"epoch": epoch + 1, "fitness": fitness(result), "metrics": result.to_dict(),
+                "config": self.cfg.to_dict(), "settings": self.settings}
+        return atomic_torch_save(checkpoint_dict(self.ema.module, info), self.weights_dir / "best.pt")
+
+    def restore(self, ckpt: dict) -> None:
+        """Continue from a ``last.pt`` dict: weights, EMA, optimiser, scaler, pending gradients, counters, RNG.
+
+        Raises ValueError when the checkpoint does not fit this run (other data size or finished already).
+        """
+        state = ckpt["train"]
+        if state["batches_per_epoch"] != self.nb:
+            raise ValueError(f"the run had {state['batches_per_epoch']} batches per epoch, the dataset now gives "
+                             f"{self.nb}: resume needs the same data and batch size")
+        if state["epoch"] >= self.cfg.epochs:
+            raise ValueError(f"{self.run_dir} already finished its {self.cfg.epochs} epochs; nothing to resume")
+        self.model.load_state_dict(state["model"])
+        self.ema.module.load_state_dict(ckpt["state_dict"])
+        self.ema.updates = state["ema_updates"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        parameters = dict(self.model.named_parameters())
+        for name, grad in state["pending_gradients"].items():
+            parameters[name].grad = grad.to(self.device)
+        self.start_epoch, self.last_step = state["epoch"], state["last_step"]
+        self.best_fitness, self.best_epoch = state["best_fitness"], state["best_epoch"]
+        self.best_result = _eval_result(state["best_result"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if self.dist.main:
+            _rewrite_results(self.run_dir / "results.csv", state["epoch"], state["results_row"])
+
+
+def _eval_result(saved: dict | None) -> EvalResult | None:
+    """An ``EvalResult`` back from its ``to_dict()`` form."""
+    if saved is None:
+        return None
+    return EvalResult(**{**saved, "per_class": [ClassAP(**c) for c in saved["per_class"]]})
+
+
+def _rewrite_results(path: Path, epochs_done: int, last_row: dict[str, float]) -> None:
+    """Make ``results.csv`` hold exactly epochs ``1 … epochs_done`` again (a kill may have cut it short or left
+    a row of an epoch that is now redone); the last finished epoch's row comes from the checkpoint."""
+    rows = read_results(path) if path.is_file() else {}
+    kept = [{c: rows[c][k] for c in RESULTS_COLUMNS} for k, e in enumerate(rows.get("epoch", []))
+            if e < epochs_done]
+    path.unlink(missing_ok=True)
+    for row in kept + [last_row]:
+        append_results(path, row)
+
+
+__all__ = ["Distributed", "TrainSummary", "Trainer", "TrainingDiverged", "fitness", "seed_everything"]
