@@ -246,13 +246,27 @@ class YOLO(nn.Module):
         """Family and scale, e.g. ``"yolov8n"``; a pre-``scales`` yaml gets the letter its multiples match, if any."""
         return f"{self.family}{self.scale or ''}"
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, return_maps: bool = False):
+        """Run the network on ``x`` ``(B, 3, H, W)``.
+
+        Returns what the class docstring says for the mode; with ``return_maps`` (eval mode only) the pair
+        ``(decoded (B, 4 + nc, A), maps)`` from one pass, ``maps`` in the train-mode format (v8: list of 3
+        ``(B, 4*16 + nc, H/s, W/s)``; v10: ``{"one2many": [...], "one2one": [...]}``), for a validation loss.
+
+        Raises:
+            ValueError: ``return_maps`` in train mode (the output already is the maps).
+        """
+        if return_maps and self.training:
+            raise ValueError("return_maps applies in eval mode; the train-mode output already is the raw maps")
         outputs: list[torch.Tensor | None] = []
         for layer, info in zip(self.model, self.blocks):
             if isinstance(info.source, list):
                 x = [x if s == -1 else outputs[s] for s in info.source]
             elif info.source != -1:
                 x = outputs[info.source]
+            if return_maps and layer is self.head:
+                maps = layer.maps(x)
+                return layer.decode_maps(maps), maps
             x = layer(x)
             outputs.append(x if info.index in self.save else None)
         return x

@@ -89,6 +89,7 @@ class Detect(nn.Module):
 
     Train mode: list of ``L`` raw maps ``(B, 4 * reg_max + nc, H_i, W_i)`` (box logits first).
     Eval mode: decoded ``(B, 4 + nc, A)``: boxes as ``(cx, cy, w, h)`` in input pixels, then sigmoid class scores.
+    Both from one pass (validation loss and detections): ``decode_maps(maps(feats))``.
     """
 
     cls_branch = staticmethod(cls_branch_v8)
@@ -110,8 +111,16 @@ class Detect(nn.Module):
         return [torch.cat((b(x), c(x)), 1) for x, b, c in zip(feats, box, cls)]
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor] | torch.Tensor:
-        raw = self.run_branches(feats, self.cv2, self.cv3)
-        return raw if self.training else self.decode(raw)
+        maps = self.maps(feats)
+        return maps if self.training else self.decode_maps(maps)
+
+    def maps(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The train-format output in any mode: ``L`` raw maps ``(B, 4 * reg_max + nc, H_i, W_i)``."""
+        return self.run_branches(feats, self.cv2, self.cv3)
+
+    def decode_maps(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """What eval mode returns, from :meth:`maps`' output: ``(B, 4 + nc, A)``, see :meth:`decode`."""
+        return self.decode(maps)
 
     def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
         """Raw per-level maps → ``(B, 4 + nc, A)`` with xywh boxes in input pixels and sigmoid scores."""
@@ -150,6 +159,8 @@ class V10Detect(Detect):
     ``{"one2many": [maps], "one2one": [maps]}``; eval mode decodes one branch only, ``(B, 4 + nc, A)`` as in
     :class:`Detect`: ``eval_branch`` ``"one2one"`` (default, the paper's NMS-free output: post-process with
     top-k) or ``"one2many"`` (post-process with NMS, like the installed reference unless ``nms=False``).
+    :meth:`maps` runs both branches in any mode (for a validation loss), :meth:`decode_maps` decodes
+    ``eval_branch`` from them.
     """
 
     cls_branch = staticmethod(cls_branch_v10)
@@ -162,13 +173,24 @@ class V10Detect(Detect):
         self.eval_branch = "one2one"
 
     def forward(self, feats: list[torch.Tensor]) -> dict[str, list[torch.Tensor]] | torch.Tensor:
-        if not self.training:
-            if self.eval_branch == "one2many":
-                return self.decode(self.run_branches(feats, self.cv2, self.cv3))
-            return self.decode(self.run_branches(feats, self.one2one_cv2, self.one2one_cv3))
-        detached = [f.detach() for f in feats]
-        return {"one2many": self.run_branches(feats, self.cv2, self.cv3),
-                "one2one": self.run_branches(detached, self.one2one_cv2, self.one2one_cv3)}
+        if self.training:
+            return self.maps(feats)
+        return self.decode(self.run_branches(feats, *self.branch(self.eval_branch)))
+
+    def branch(self, name: str) -> tuple[nn.ModuleList, nn.ModuleList]:
+        """The (box, cls) branch lists of ``"one2many"`` or ``"one2one"``."""
+        return (self.cv2, self.cv3) if name == "one2many" else (self.one2one_cv2, self.one2one_cv3)
+
+    def maps(self, feats: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        """Both branches' raw maps ``{"one2many": [...], "one2one": [...]}``, each ``L`` maps
+        ``(B, 4 * reg_max + nc, H_i, W_i)``; the one-to-one branch sees detached features in train mode only."""
+        one2one_feats = [f.detach() for f in feats] if self.training else feats
+        return {"one2many": self.run_branches(feats, *self.branch("one2many")),
+                "one2one": self.run_branches(one2one_feats, *self.branch("one2one"))}
+
+    def decode_maps(self, maps: dict[str, list[torch.Tensor]]) -> torch.Tensor:
+        """The ``eval_branch`` of :meth:`maps`' output decoded: ``(B, 4 + nc, A)``, see :meth:`Detect.decode`."""
+        return self.decode(maps[self.eval_branch])
 
     def branch_pairs(self) -> list[tuple[nn.ModuleList, nn.ModuleList]]:
-        return [(self.cv2, self.cv3), (self.one2one_cv2, self.one2one_cv3)]
+        return [self.branch(name) for name in ("one2many", "one2one")]
