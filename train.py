@@ -33,8 +33,8 @@ RECIPE_DEFAULTS = {"epochs": 100, "imgsz": 640, "batch": 16, "patience": 100}
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser("train.py", __doc__)
     parser.add_argument("--model", default=None,
-                        help="architecture name or yaml (yolov8n … yolov10x); default: what --weights holds, else "
-                             "yolov8n")
+                        help="architecture name or yaml (yolov8n … yolov10x), or a .pt (= --weights); default: what "
+                             "--weights holds, else yolov8n")
     parser.add_argument("--weights", default=None,
                         help="starting checkpoint: ours or an official .pt/name, or 'none' (from scratch); default: "
                              "the official COCO weights of --model (the demo dataset: none)")
@@ -62,6 +62,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="continue a killed run from RUN_DIR/weights/last.pt (other options are ignored "
                              "except --device and --workers)")
     args = parser.parse_args(argv)
+    if args.model and Path(args.model).suffix == ".pt":  # a checkpoint given as --model: it is the start
+        if args.weights:
+            parser.error(f"--model {args.model} is a checkpoint and --weights {args.weights} another; give one")
+        args.model, args.weights = None, args.model
     if args.lr0 <= 0:
         parser.error(f"--lr0 {args.lr0} must be positive")
     return args

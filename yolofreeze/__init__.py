@@ -8,9 +8,10 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["YOLO", "block_table", "build_model", "load_model", "save_checkpoint"]
-_HOME = {"YOLO": "model", "block_table": "model", "build_model": "model", "load_model": "convert",
-         "save_checkpoint": "convert"}
+__all__ = ["FreezePlan", "TrainConfig", "Trainer", "YOLO", "block_table", "build_model", "load_model",
+           "save_checkpoint"]
+_HOME = {"FreezePlan": "freeze", "TrainConfig": "optim", "Trainer": "train", "YOLO": "model", "block_table": "model",
+         "build_model": "model", "load_model": "convert", "save_checkpoint": "convert"}
 
 
 def __getattr__(name: str):
