@@ -26,7 +26,7 @@ from yolofreeze.train import Distributed, Trainer, TrainingDiverged, TrainSummar
 
 EXIT_DIVERGED = 1
 # The embedded first run: small enough for a 2-core CPU in a few minutes, offline (no pretrained download).
-DEMO_DEFAULTS = {"weights": "none", "epochs": 30, "imgsz": 256, "batch": 8, "patience": 0}
+DEMO_DEFAULTS = {"weights": "none", "epochs": 10, "imgsz": 160, "batch": 8, "patience": 0}
 RECIPE_DEFAULTS = {"epochs": 100, "imgsz": 640, "batch": 16, "patience": 100}
 
 

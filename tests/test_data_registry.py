@@ -91,16 +91,23 @@ def test_paths_win_and_yaml_or_folder_both_work(shared_data):
     assert [r.path for r in by_yaml.splits["val"]] == [r.path for r in by_folder.splits["val"]]
 
 
-def test_demo_is_generated_once_readable_and_clean(empty_env):
+def test_demo_is_generated_once_readable_and_clean(empty_env, tmp_path):
     info = resolve_dataset("Demo")
     root = empty_env / "demo"
     assert info.root == root.resolve() and info.names == list(DEMO_NAMES)
-    assert {s: len(r) for s, r in info.splits.items()} == {"train": 48, "val": 16}
+    assert {s: len(r) for s, r in info.splits.items()} == {"train": 256, "val": 64}
     assert info.problems.total() == 0
-    boxes = [r for s in info.splits.values() for r in s]
-    assert all((r.width, r.height) == (320, 320) and len(r.boxes) >= 1 for r in boxes)
+    records = [r for s in info.splits.values() for r in s]
+    assert all((r.width, r.height) == (160, 160) and 1 <= len(r.boxes) <= 8 for r in records)
+    sides = np.concatenate([r.boxes[:, 2:] - r.boxes[:, :2] for r in records])
+    assert sides.min() >= 0.12 * 160 - 1 and sides.max() <= 0.35 * 160 + 1  # 12-35 % of the side
+    assert 3.5 <= len(sides) / len(records) <= 4.5  # about 4 objects per image
     counts = np.bincount(np.concatenate([r.classes for r in info.splits["train"]]), minlength=3)
-    assert counts.min() >= 15  # every class well represented
+    assert counts.min() >= 300  # every class well represented
+    cut = write_demo_dataset(tmp_path / "cut", n_train=3, n_val=1).parent  # a smaller cut, as other tests use
+    cut_files = [f.relative_to(cut) for f in cut.glob("*/*/*")]  # images/<split>/*.jpg, labels/<split>/*.txt
+    assert len(cut_files) == 2 * (3 + 1)
+    assert all((cut / f).read_bytes() == (root / f).read_bytes() for f in cut_files)  # the full set's first ones
     stamp = (root / "data.yaml").stat().st_mtime_ns
     resolve_dataset("DEMO")
     assert (root / "data.yaml").stat().st_mtime_ns == stamp  # not regenerated
@@ -118,12 +125,12 @@ def test_demo_boxes_enclose_their_coloured_shape(tmp_path):
 
 
 def test_demo_generation_is_deterministic(tmp_path):
-    a, b = write_demo_dataset(tmp_path / "a").parent, write_demo_dataset(tmp_path / "b").parent
+    a, b = (write_demo_dataset(tmp_path / name, n_train=20, n_val=5).parent for name in "ab")
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 1 + 2 * 64
+    assert len(files) == 1 + 2 * (20 + 5)
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
-    c = write_demo_dataset(tmp_path / "c", seed=1).parent
+    c = write_demo_dataset(tmp_path / "c", seed=1, n_train=1, n_val=0).parent
     label = Path("labels") / "train" / "train_0000.txt"
     assert (a / label).read_text() != (c / label).read_text()
 
@@ -134,7 +141,7 @@ def test_stale_demo_is_regenerated_but_foreign_folder_is_kept(tmp_path):
     (root / ".yolofreeze-demo").unlink()
     next(root.glob("labels/train/*.txt")).unlink()
     assert ensure_demo_dataset(root) == yaml_path
-    assert len(list(root.glob("labels/train/*.txt"))) == 48
+    assert len(list(root.glob("labels/train/*.txt"))) == 256
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("keep me")

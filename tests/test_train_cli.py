@@ -13,7 +13,7 @@ import yaml
 
 import train as train_cli
 from yolofreeze.convert import load_model, random_model, save_checkpoint
-from yolofreeze.data import DEMO_NAMES, ensure_demo_dataset
+from yolofreeze.data import DEMO_NAMES, write_demo_dataset
 from yolofreeze.runs import RESULTS_COLUMNS, read_results
 from yolofreeze.train import Distributed
 
@@ -22,8 +22,8 @@ TINY = ["--imgsz", "128", "--batch", "8", "--workers", "0"]
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory) -> Path:
-    """The embedded demo dataset generated into a temporary folder: its data.yaml."""
-    return ensure_demo_dataset(tmp_path_factory.mktemp("datasets") / "demo")
+    """The first 48 train and 16 val images of the demo dataset (6 batches of 8), in a temporary folder: data.yaml."""
+    return write_demo_dataset(tmp_path_factory.mktemp("datasets") / "demo", n_train=48, n_val=16)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from yolofreeze.data import ensure_demo_dataset
+from yolofreeze.data import write_demo_dataset
 from yolofreeze.runs import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory) -> Path:
-    return ensure_demo_dataset(tmp_path_factory.mktemp("datasets") / "demo")
+    """The first 48 train and 16 val images of the demo dataset (6 batches of 8), in a temporary folder: data.yaml."""
+    return write_demo_dataset(tmp_path_factory.mktemp("datasets") / "demo", n_train=48, n_val=16)
 
 
 def _train(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
