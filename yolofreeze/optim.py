@@ -265,6 +265,6 @@ class ModelEMA:
         self.updates += 1
         keep = self.decay_at(self.updates)
         current = model.state_dict()
-        for name, average in self.module.state_dict().items():
-            if average.is_floating_point():
-                average.lerp_(current[name], 1.0 - keep)
+        pairs = [(average, current[name]) for name, average in self.module.state_dict().items()
+                 if average.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in pairs], [c for _, c in pairs], 1.0 - keep)  # one fused kernel launch
