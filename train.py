@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="starting checkpoint: ours or an official .pt/name, or 'none' (from scratch); default: "
                              "the official COCO weights of --model (the demo dataset: none)")
     parser.add_argument("--data", default="demo", help="data.yaml, dataset folder, or insplad/coco8/coco/demo")
-    parser.add_argument("--freeze", type=non_negative_int, default=0, help="freeze blocks 0..N-1 (0: none)")
+    parser.add_argument("--freeze", nargs="+", default=["0"], metavar="BLOCKS",
+                        help="N freezes blocks 0..N-1; or block numbers/ranges (0 3 5, 0-3,5); or a preset: fr1 (4 "
+                             "blocks), fr2 (9), fr3 (all but the head), backbone, none")
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default {RECIPE_DEFAULTS['epochs']}; demo "
                                                             f"{DEMO_DEFAULTS['epochs']})")
     parser.add_argument("--patience", type=non_negative_int,
@@ -101,8 +103,8 @@ def new_run(args: argparse.Namespace, dist: Distributed) -> Trainer:
         transfer = with_class_names(model, info.names)
         model = transfer.model
         origin += f"; classes changed to the dataset's {len(info.names)}: {transfer.message()}"
-    plan = FreezePlan.first(args.freeze, model)
-    name = args.name or f"{info.root.name}-{model.arch}-freeze{args.freeze}"
+    plan = FreezePlan.parse(args.freeze, model)
+    name = args.name or f"{info.root.name}-{model.arch}-freeze{'_'.join(args.freeze)}"
     run_dir = dist.broadcast(new_run_dir(args.project, name) if dist.main else None)
     device_name = args.device or default_device()
     settings = {"model": model.arch, "weights": origin, "data": str(args.data), "freeze": sorted(plan.frozen),

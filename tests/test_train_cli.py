@@ -174,3 +174,14 @@ def test_same_names_in_another_order_are_remapped_not_reinitialised(demo_data, t
                 assert torch.equal(after[key][DEMO_NAMES.index(name)], before[key][old]), key
         else:
             assert torch.equal(before[key], after[key]), key
+
+
+def test_freeze_preset_reaches_the_trainer_and_the_optimiser(demo_data, tmp_path, capsys):
+    args = train_cli.parse_args(["--data", str(demo_data), "--weights", "none", "--freeze", "fr2",
+                                 "--project", str(tmp_path), *TINY])
+    trainer = train_cli.new_run(args, Distributed())
+    assert trainer.plan.frozen == set(range(9)) and trainer.run_dir.name == "demo-yolov8n-freezefr2"
+    assert "frozen: blocks 0-8 of yolov8n" in capsys.readouterr().out
+    in_optimiser = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    for name, param in trainer.model.named_parameters():
+        assert (id(param) in in_optimiser) == (int(name.split(".")[1]) >= 9 and ".dfl." not in name), name

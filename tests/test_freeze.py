@@ -1,0 +1,79 @@
+"""FreezePlan: exactly the named blocks are frozen, for every form of --freeze, on YOLOv8 and YOLOv10."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yolofreeze import build_model
+from yolofreeze.freeze import FreezePlan
+from yolofreeze.loss import build_loss
+from yolofreeze.optim import TrainConfig, build_optimizer, optimizer_step
+
+# Facts of the architectures (README's table): yolov8 has 23 blocks, 10 in the backbone; yolov10 24 and 11.
+SPECS = {
+    "yolov8n": [("9", range(9)), (["0", "3", "5"], [0, 3, 5]), ("0-3,5", [0, 1, 2, 3, 5]), ("fr1", range(4)),
+                ("fr2", range(9)), ("fr3", range(22)), ("backbone", range(10)), ("none", []), ("0", [])],
+    "yolov10n": [("9", range(9)), (["2-4", "7"], [2, 3, 4, 7]), ("fr1", range(4)), ("fr2", range(9)),
+                 ("fr3", range(23)), ("backbone", range(11)), ("none", [])],
+}
+CASES = [(arch, spec, set(blocks)) for arch, cases in SPECS.items() for spec, blocks in cases]
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {arch: build_model(arch, nc=3) for arch in SPECS}
+
+
+@pytest.mark.parametrize("arch, spec, expected", CASES, ids=[f"{a}-{s}" for a, s, _ in CASES])
+def test_exactly_the_named_blocks_are_frozen(arch, spec, expected):
+    model = build_model(arch, nc=3)
+    plan = FreezePlan.parse(spec, model)
+    plan.apply(model)
+    assert plan.frozen == expected
+    for name, param in model.named_parameters():
+        block = int(name.split(".")[1])
+        dfl = ".dfl." in name
+        assert param.requires_grad == (block not in expected and not dfl), name
+    frozen_count = sum(p.numel() for n, p in model.named_parameters() if int(n.split(".")[1]) in expected)
+    assert plan.frozen_parameters(model) == frozen_count
+
+
+@pytest.mark.parametrize("arch, spec, message", [
+    ("yolov8n", "23", "has 23 blocks (0-22)"),
+    ("yolov8n", "0-30", "has 23 blocks (0-22)"),
+    ("yolov8n", ["0", "22"], "block 22 is yolov8n's detection head"),
+    ("yolov10n", "24", "has 24 blocks (0-23)"),
+    ("yolov10n", "fr9", "one of none, fr1, fr2, fr3, backbone"),
+    ("yolov8n", "3-1", "has 23 blocks"),
+])
+def test_impossible_plans_are_refused_with_the_block_count(arch, spec, message, models):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        FreezePlan.parse(spec, models[arch])
+
+
+def test_optimiser_holds_no_state_for_frozen_parameters():
+    torch.manual_seed(0)
+    model = build_model("yolov8n", nc=2)
+    plan = FreezePlan.parse("fr2", model)
+    plan.apply(model)
+    plan.set_train_mode(model)
+    optimizer = build_optimizer(model, TrainConfig(batch=2, nbs=2), plan.trainable)
+    frozen = {id(p) for n, p in model.named_parameters() if not plan.trainable(n)}
+    assert frozen and not frozen & {id(p) for g in optimizer.param_groups for p in g["params"]}
+    x = torch.rand(2, 3, 64, 64)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4], [1, 0, 0.3, 0.6, 0.2, 0.2]])
+    total, _ = build_loss(model)(model(x), targets, (64, 64))
+    total.backward()
+    optimizer_step(model, optimizer, None)
+    assert optimizer.state and not frozen & {id(p) for p in optimizer.state}
+    assert all(p.grad is None for n, p in model.named_parameters() if not plan.trainable(n))
+
+
+def test_frozen_batchnorm_stays_in_eval_mode_after_train():
+    model = build_model("yolov8n", nc=2)
+    plan = FreezePlan.parse("0-2", model)
+    plan.set_train_mode(model)
+    for index, block in enumerate(model.model):
+        for module in block.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                assert module.training == (index > 2), index
