@@ -18,7 +18,7 @@ from yolofreeze.cli import ArgumentParser, default_device, device, entry_point, 
 from yolofreeze.convert import load_checkpoint, load_model
 from yolofreeze.data import check_dataset, format_report, resolve_dataset
 from yolofreeze.evaluate import format_result
-from yolofreeze.freeze import FreezePlan
+from yolofreeze.freeze import BN_MODES, FreezePlan, format_audit
 from yolofreeze.model import YOLO, build_model, with_class_names
 from yolofreeze.optim import TrainConfig, accumulate
 from yolofreeze.runs import new_run_dir
@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--freeze", nargs="+", default=["0"], metavar="BLOCKS",
                         help="N freezes blocks 0..N-1; or block numbers/ranges (0 3 5, 0-3,5); or a preset: fr1 (4 "
                              "blocks), fr2 (9), fr3 (all but the head), backbone, none")
+    parser.add_argument("--frozen-bn", choices=BN_MODES, default="eval",
+                        help="batch-norm of frozen blocks: eval (statistics fixed, the current reference) or train "
+                             "(statistics keep updating, older releases / YOLOv10 authors)")
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default {RECIPE_DEFAULTS['epochs']}; demo "
                                                             f"{DEMO_DEFAULTS['epochs']})")
     parser.add_argument("--patience", type=non_negative_int,
@@ -103,15 +106,15 @@ def new_run(args: argparse.Namespace, dist: Distributed) -> Trainer:
         transfer = with_class_names(model, info.names)
         model = transfer.model
         origin += f"; classes changed to the dataset's {len(info.names)}: {transfer.message()}"
-    plan = FreezePlan.parse(args.freeze, model)
+    plan = FreezePlan.parse(args.freeze, model, args.frozen_bn)
     name = args.name or f"{info.root.name}-{model.arch}-freeze{'_'.join(args.freeze)}"
     run_dir = dist.broadcast(new_run_dir(args.project, name) if dist.main else None)
     device_name = args.device or default_device()
-    settings = {"model": model.arch, "weights": origin, "data": str(args.data), "freeze": sorted(plan.frozen),
+    settings = {"model": model.arch, "weights": origin, "data": str(args.data), "freeze": sorted(plan.frozen), "frozen_bn": plan.frozen_bn,
                 "device": device_name, "workers": args.workers, "cache": args.cache, "amp": not args.no_amp,
                 "run_dir": str(run_dir), "world_size": dist.world_size}
     if dist.main:
-        print(f"model: {origin}\n{plan.describe(model)}")
+        print(f"model: {origin}\n{format_audit(plan.audit(model))}")
     return Trainer(model, info, cfg, run_dir, plan, device_name, args.workers, args.cache,
                    amp=None if not args.no_amp else False, settings=settings, progress=sys.stderr.isatty())
 
@@ -130,7 +133,7 @@ def resumed_run(args: argparse.Namespace, dist: Distributed) -> Trainer:
     settings, cfg = dict(state["settings"]), TrainConfig(**state["config"])
     info = report_dataset(resolve_dataset(settings["data"]), dist)
     model = load_model(last)
-    plan = FreezePlan(frozenset(settings["freeze"]), len(model.blocks))
+    plan = FreezePlan(frozenset(settings["freeze"]), len(model.blocks), settings["frozen_bn"])
     settings.update(device=args.device or settings["device"], workers=args.workers)
     if dist.main:
         print(f"resuming {run_dir} after epoch {state['epoch']} of {cfg.epochs}\n{plan.describe(model)}")

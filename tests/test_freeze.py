@@ -77,3 +77,43 @@ def test_frozen_batchnorm_stays_in_eval_mode_after_train():
         for module in block.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 assert module.training == (index > 2), index
+
+
+def test_inspect_prints_the_audit_of_a_preset(capsys):
+    from yolofreeze.inspect import main as inspect_main
+    from yolofreeze.model import block_table
+    assert inspect_main(["yolov10s", "--freeze", "fr2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {int(line.split()[0]): line.split() for line in lines[1:-1]}
+    assert [i for i, r in rows.items() if "frozen" in r] == list(range(9))
+    assert rows[9][1] == "SPPF" and "trainable" in rows[9]  # fr2 leaves SPPF trainable
+    table = block_table(build_model("yolov10s"))
+    frozen = sum(r["params"] for r in table[:9])
+    assert f"{frozen:,} of {sum(r['params'] for r in table):,} parameters frozen" in lines[-1]
+    assert lines[-1].endswith("frozen batch-norm: eval")
+
+
+@pytest.mark.parametrize("frozen_bn", ["eval", "train"])
+def test_frozen_tensors_do_not_move_in_a_real_run(frozen_bn, tmp_path):
+    from yolofreeze.data import DEMO_NAMES, read_dataset, write_demo_dataset
+    from yolofreeze.train import Trainer
+    data = read_dataset(write_demo_dataset(tmp_path / "demo", n_train=16, n_val=4, size=128), "yolo")
+    torch.manual_seed(0)
+    model = build_model("yolov8n", names=list(DEMO_NAMES))
+    plan = FreezePlan.parse("0-8", model, frozen_bn)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(epochs=1, batch=8, nbs=8, imgsz=128, warmup_epochs=0)
+    trainer = Trainer(model, data, cfg, tmp_path / "run", plan, workers=0, progress=False)
+    (tmp_path / "run").mkdir()
+    trainer.fit()
+    end = trainer.model.state_dict()
+    for key, value in start.items():
+        block = int(key.split(".")[1])
+        moved = not torch.equal(value, end[key])
+        if block >= 9 and key.endswith(("conv.weight", "bn.running_mean")) and ".dfl." not in key:
+            assert moved, key  # the trainable part did train
+        if block < 9 and key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert moved == (frozen_bn == "train"), key
+        elif block < 9:
+            assert not moved, key
+    assert (tmp_path / "run" / "freeze_audit.json").is_file()

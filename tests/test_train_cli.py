@@ -40,7 +40,8 @@ def demo_run(demo_data, tmp_path_factory):
 def test_run_folder_holds_weights_results_plot_and_args(demo_run):
     code, out, run = demo_run
     assert code == 0, out
-    for name in ("args.yaml", "results.csv", "results.png", "weights/last.pt", "weights/best.pt"):
+    for name in ("args.yaml", "freeze_audit.json", "results.csv", "results.png", "weights/last.pt",
+                 "weights/best.pt"):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     args = yaml.safe_load((run / "args.yaml").read_text())
     assert args["epochs"] == 2 and args["imgsz"] == 128 and args["lr0"] == 0.01 and args["freeze"] == []
@@ -181,7 +182,8 @@ def test_freeze_preset_reaches_the_trainer_and_the_optimiser(demo_data, tmp_path
                                  "--project", str(tmp_path), *TINY])
     trainer = train_cli.new_run(args, Distributed())
     assert trainer.plan.frozen == set(range(9)) and trainer.run_dir.name == "demo-yolov8n-freezefr2"
-    assert "frozen: blocks 0-8 of yolov8n" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "parameters frozen" in out and out.count(" frozen    eval") == 9 and "frozen batch-norm: eval" in out
     in_optimiser = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     for name, param in trainer.model.named_parameters():
         assert (id(param) in in_optimiser) == (int(name.split(".")[1]) >= 9 and ".dfl." not in name), name

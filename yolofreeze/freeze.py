@@ -8,11 +8,16 @@ A :class:`FreezePlan` names the frozen blocks (``model.N``) of a :class:`yolofre
 buffers, no weight decay). Batch-norm layers inside frozen blocks stay in eval mode while the rest trains, so
 their running statistics stay those of the checkpoint (the current reference's behaviour). The DFL projection
 is always fixed (built without gradients).
+
+Batch-norm in frozen blocks follows ``frozen_bn``: ``"eval"`` (default, the current reference: running statistics
+fixed, re-applied after every ``model.train()``) or ``"train"`` (statistics keep updating from the training
+batches, like older reference releases and the YOLOv10 authors' trainer; the affine weights stay frozen).
+:meth:`FreezePlan.audit` is the per-block record printed before training and saved as ``freeze_audit.json``.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -20,6 +25,7 @@ from .model import YOLO
 
 _BLOCK = re.compile(r"^model\.(\d+)\.")
 PRESETS = ("none", "fr1", "fr2", "fr3", "backbone")
+BN_MODES = ("eval", "train")
 
 
 def block_of(name: str) -> int | None:
@@ -30,10 +36,20 @@ def block_of(name: str) -> int | None:
 
 @dataclass(frozen=True)
 class FreezePlan:
-    """Frozen block indices of a model with ``n_blocks`` blocks (the last one, the head, always trains)."""
+    """Frozen block indices of a model with ``n_blocks`` blocks (the last one, the head, always trains), and the
+    batch-norm policy of the frozen blocks (``"eval"`` or ``"train"``)."""
 
     frozen: frozenset[int]
     n_blocks: int
+    frozen_bn: str = "eval"
+
+    def __post_init__(self):
+        if self.frozen_bn not in BN_MODES:
+            raise ValueError(f"--frozen-bn {self.frozen_bn!r}: choose one of {', '.join(BN_MODES)}")
+
+    def with_frozen_bn(self, mode: str) -> FreezePlan:
+        """The same blocks with batch-norm policy ``mode``."""
+        return replace(self, frozen_bn=mode)
 
     @classmethod
     def first(cls, count: int, model: YOLO) -> FreezePlan:
@@ -48,7 +64,7 @@ class FreezePlan:
         return cls(frozenset(range(count)), n_blocks)
 
     @classmethod
-    def parse(cls, spec: str | int | list[str], model: YOLO) -> FreezePlan:
+    def parse(cls, spec: str | int | list[str], model: YOLO, frozen_bn: str = "eval") -> FreezePlan:
         """The plan for a ``--freeze`` value: a count ``"9"``, a preset (``fr1`` … ``none``), or block lists and
         ranges (``["0", "3", "5"]``, ``"0-3,5"``; a single number alone is a count).
 
@@ -59,9 +75,9 @@ class FreezePlan:
         words = [w for word in words for w in str(word).replace(",", " ").split()]
         n_blocks = len(model.blocks)
         if len(words) == 1 and words[0].isdigit():
-            return cls.first(int(words[0]), model)
+            return cls.first(int(words[0]), model).with_frozen_bn(frozen_bn)
         if len(words) == 1 and words[0].lower() in PRESETS:
-            return cls.first(_preset_count(words[0].lower(), model), model)
+            return cls.first(_preset_count(words[0].lower(), model), model).with_frozen_bn(frozen_bn)
         blocks = set()
         for word in words:
             blocks.update(_block_range(word, model))
@@ -69,7 +85,7 @@ class FreezePlan:
         if head in blocks:
             raise ValueError(f"--freeze {' '.join(words)}: block {head} is {model.arch}'s detection head; it must "
                              f"train (freeze at most blocks 0-{head - 1})")
-        return cls(frozenset(blocks), n_blocks)
+        return cls(frozenset(blocks), n_blocks, frozen_bn)
 
     @property
     def label(self) -> str:
@@ -93,8 +109,10 @@ class FreezePlan:
         return model
 
     def set_train_mode(self, model: YOLO) -> YOLO:
-        """``model.train()``, then batch-norm layers of frozen blocks back to eval (fixed running statistics)."""
+        """``model.train()``, then (``frozen_bn="eval"``) batch-norm layers of frozen blocks back to eval."""
         model.train()
+        if self.frozen_bn == "train":
+            return model
         for index in self.frozen:
             for module in model.model[index].modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -111,8 +129,42 @@ class FreezePlan:
         if not self.frozen:
             return f"nothing frozen: all {total:,} parameters of {model.arch} train"
         frozen = self.frozen_parameters(model)
+        statistics = "stay fixed" if self.frozen_bn == "eval" else "keep updating (--frozen-bn train)"
         return (f"frozen: blocks {self.label} of {model.arch} ({frozen:,} of {total:,} parameters, "
-                f"{100 * frozen / total:.1f}%); their batch-norm statistics stay fixed")
+                f"{100 * frozen / total:.1f}%); their batch-norm statistics {statistics}")
+
+    def audit(self, model: YOLO) -> dict:
+        """The per-block record of this plan: ``{"arch", "frozen_blocks", "frozen_bn", "blocks": [rows],
+        "totals"}``; a row is ``{index, module, part, params, state ("frozen"/"trainable"), bn}`` where ``bn`` is
+        the batch-norm mode during training (``"eval"``, ``"train"``, or ``"-"`` for a block without any)."""
+        rows = []
+        for info in model.blocks:
+            block = model.model[info.index]
+            has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in block.modules())
+            frozen = info.index in self.frozen
+            rows.append({"index": info.index, "module": info.module, "part": info.part,
+                         "params": sum(p.numel() for p in block.parameters()),
+                         "state": "frozen" if frozen else "trainable",
+                         "bn": (self.frozen_bn if frozen else "train") if has_bn else "-"})
+        total = sum(r["params"] for r in rows)
+        frozen_params = sum(r["params"] for r in rows if r["state"] == "frozen")
+        return {"arch": model.arch, "frozen_blocks": sorted(self.frozen), "frozen_bn": self.frozen_bn,
+                "blocks": rows, "totals": {"params": total, "frozen_params": frozen_params,
+                                           "trainable_params": total - frozen_params,
+                                           "frozen_percent": round(100 * frozen_params / total, 2)}}
+
+
+def format_audit(audit: dict) -> str:
+    """:meth:`FreezePlan.audit` as an aligned text table with the totals underneath."""
+    lines = [f"{'block':>5}  {'module':<12} {'part':<9} {'params':>11}  {'state':<9} bn"]
+    for r in audit["blocks"]:
+        lines.append(f"{r['index']:>5}  {r['module']:<12} {r['part']:<9} {r['params']:>11,}  {r['state']:<9} "
+                     f"{r['bn']}")
+    t = audit["totals"]
+    lines.append(f"{audit['arch']}: {t['frozen_params']:,} of {t['params']:,} parameters frozen "
+                 f"({t['frozen_percent']:.2f}%), {t['trainable_params']:,} train; frozen batch-norm: "
+                 f"{audit['frozen_bn']}")
+    return "\n".join(lines)
 
 
 def _preset_count(preset: str, model: YOLO) -> int:

@@ -1,6 +1,7 @@
 """Print the block table of a model: the table to read before choosing ``--freeze N``.
 
-``python -m yolofreeze.inspect yolov8n``  |  ``python -m yolofreeze.inspect weights/best.pt --imgsz 1280``
+``python -m yolofreeze.inspect yolov8n``  |  ``python -m yolofreeze.inspect weights/best.pt --imgsz 1280``  |
+``python -m yolofreeze.inspect yolov10s --freeze fr2`` (the freeze audit train.py prints)
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from .cli import ArgumentParser, entry_point, image_size, positive_int
 from .convert import load_model
+from .freeze import BN_MODES, FreezePlan, format_audit
 from .model import YOLO, block_table, build_model
 
 
@@ -38,9 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="model name (yolov8n … yolov10x), model yaml, or checkpoint (.pt)")
     parser.add_argument("--imgsz", type=image_size, default=640, help="input size for the output-shape column")
     parser.add_argument("--nc", type=positive_int, default=None, help="number of classes (names and yamls only)")
+    parser.add_argument("--freeze", nargs="+", metavar="BLOCKS", default=None,
+                        help="print the freeze audit of this --freeze value (as train.py takes it) instead")
+    parser.add_argument("--frozen-bn", choices=BN_MODES, default="eval", help="batch-norm of frozen blocks")
     args = parser.parse_args(argv)
     model = load_model(args.model) if Path(args.model).suffix == ".pt" else build_model(args.model, nc=args.nc)
-    print(format_block_table(model, args.imgsz))
+    if args.freeze:
+        print(format_audit(FreezePlan.parse(args.freeze, model, args.frozen_bn).audit(model)))
+    else:
+        print(format_block_table(model, args.imgsz))
     return 0
 
 

@@ -18,6 +18,7 @@ CUDA); ``batch`` is the total over processes; only rank 0 validates, logs and wr
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -204,6 +205,8 @@ class Trainer:
         started, stopped_early, epoch = time.perf_counter(), False, self.start_epoch
         if self.dist.main:
             write_args(self.run_dir, {**self.settings, **self.cfg.to_dict()})
+            audit = json.dumps(self.plan.audit(self.model), indent=1)
+            (self.run_dir / "freeze_audit.json").write_text(audit, encoding="utf-8")
         for epoch in range(self.start_epoch, self.cfg.epochs):
             row = self.train_epoch(epoch)
             stop = False
