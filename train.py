@@ -18,7 +18,7 @@ from yolofreeze.cli import ArgumentParser, default_device, device, entry_point, 
 from yolofreeze.convert import load_checkpoint, load_model
 from yolofreeze.data import check_dataset, format_report, resolve_dataset
 from yolofreeze.evaluate import format_result
-from yolofreeze.freeze import BN_MODES, FreezePlan, format_audit
+from yolofreeze.freeze import BN_MODES, FreezePlan, FrozenTensorChanged, format_audit
 from yolofreeze.model import YOLO, build_model, with_class_names
 from yolofreeze.optim import TrainConfig, accumulate
 from yolofreeze.runs import new_run_dir
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
               f"run folder {trainer.run_dir}")
     try:
         summary = trainer.fit()
-    except TrainingDiverged as error:
+    except (TrainingDiverged, FrozenTensorChanged) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_DIVERGED
     if dist.main:

@@ -1,6 +1,8 @@
 """FreezePlan: exactly the named blocks are frozen, for every form of --freeze, on YOLOv8 and YOLOv10."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -116,4 +118,28 @@ def test_frozen_tensors_do_not_move_in_a_real_run(frozen_bn, tmp_path):
             assert moved == (frozen_bn == "train"), key
         elif block < 9:
             assert not moved, key
-    assert (tmp_path / "run" / "freeze_audit.json").is_file()
+    audit = json.loads((tmp_path / "run" / "freeze_audit.json").read_text())
+    assert audit["integrity"]["verified_after_epochs"] == [1] and audit["frozen_bn"] == frozen_bn
+    buffers = [k for k in audit["integrity"]["digests"] if k.endswith("running_mean")]
+    assert bool(buffers) == (frozen_bn == "eval")  # eval mode also proves the BN statistics stayed
+
+
+def test_a_frozen_tensor_that_moves_fails_the_run_and_is_named(tmp_path):
+    from yolofreeze.data import DEMO_NAMES, read_dataset, write_demo_dataset
+    from yolofreeze.freeze import FrozenTensorChanged
+    from yolofreeze.train import Trainer
+    data = read_dataset(write_demo_dataset(tmp_path / "demo", n_train=8, n_val=2, size=128), "yolo")
+    model = build_model("yolov8n", names=list(DEMO_NAMES))
+    plan = FreezePlan.parse("fr1", model)
+    (tmp_path / "run").mkdir()
+    trainer = Trainer(model, data, TrainConfig(epochs=1, batch=8, nbs=8, imgsz=128), tmp_path / "run", plan,
+                      workers=0, progress=False)
+
+    def bug(module, inputs):  # a fault: something writes into a frozen weight during training
+        with torch.no_grad():
+            module.conv.weight[0, 0, 0, 0] += 1e-3
+
+    model.model[3].register_forward_pre_hook(bug)
+    with pytest.raises(FrozenTensorChanged, match=r"1 frozen tensor\(s\) changed by the end of epoch 1: "
+                                                  r"model\.3\.conv\.weight$"):
+        trainer.fit()

@@ -12,13 +12,17 @@ is always fixed (built without gradients).
 Batch-norm in frozen blocks follows ``frozen_bn``: ``"eval"`` (default, the current reference: running statistics
 fixed, re-applied after every ``model.train()``) or ``"train"`` (statistics keep updating from the training
 batches, like older reference releases and the YOLOv10 authors' trainer; the affine weights stay frozen).
-:meth:`FreezePlan.audit` is the per-block record printed before training and saved as ``freeze_audit.json``.
+:meth:`FreezePlan.audit` is the per-block record printed before training and saved as ``freeze_audit.json``;
+:meth:`FreezePlan.digest` and :func:`verify_digests` are its integrity proof: SHA-256 of every frozen tensor at the
+start, checked after every epoch, so a frozen tensor that moved fails the run and is named.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, replace
 
+import torch
 from torch import nn
 
 from .model import YOLO
@@ -133,6 +137,17 @@ class FreezePlan:
         return (f"frozen: blocks {self.label} of {model.arch} ({frozen:,} of {total:,} parameters, "
                 f"{100 * frozen / total:.1f}%); their batch-norm statistics {statistics}")
 
+    def digest(self, model: YOLO) -> dict[str, str]:
+        """SHA-256 (hex) of the bytes of every frozen parameter and, with ``frozen_bn="eval"``, every buffer of a
+        frozen block (batch-norm running statistics), keyed by state-dict name."""
+        parameters = {name for name, _ in model.named_parameters()}
+        digests = {}
+        for name, tensor in model.state_dict().items():
+            if block_of(name) in self.frozen and (name in parameters or self.frozen_bn == "eval"):
+                data = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                digests[name] = hashlib.sha256(data).hexdigest()
+        return digests
+
     def audit(self, model: YOLO) -> dict:
         """The per-block record of this plan: ``{"arch", "frozen_blocks", "frozen_bn", "blocks": [rows],
         "totals"}``; a row is ``{index, module, part, params, state ("frozen"/"trainable"), bn}`` where ``bn`` is
@@ -152,6 +167,18 @@ class FreezePlan:
                 "blocks": rows, "totals": {"params": total, "frozen_params": frozen_params,
                                            "trainable_params": total - frozen_params,
                                            "frozen_percent": round(100 * frozen_params / total, 2)}}
+
+
+class FrozenTensorChanged(RuntimeError):
+    """A tensor the plan froze changed during training."""
+
+
+def verify_digests(expected: dict[str, str], actual: dict[str, str], when: str) -> None:
+    """Raise :class:`FrozenTensorChanged` naming the frozen tensors whose digest differs (or vanished)."""
+    changed = [name for name, digest in expected.items() if actual.get(name) != digest]
+    if changed:
+        raise FrozenTensorChanged(f"{len(changed)} frozen tensor(s) changed {when}: {', '.join(changed[:5])}"
+                                  f"{' …' if len(changed) > 5 else ''}")
 
 
 def format_audit(audit: dict) -> str:

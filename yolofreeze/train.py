@@ -39,7 +39,7 @@ from tqdm import tqdm
 from .convert import atomic_torch_save, checkpoint_dict
 from .data import DatasetInfo, build_dataloader
 from .evaluate import ClassAP, EvalResult, evaluate
-from .freeze import FreezePlan
+from .freeze import FreezePlan, verify_digests
 from .loss import build_loss
 from .model import YOLO
 from .optim import ModelEMA, TrainConfig, apply_schedule, build_optimizer, optimizer_step, step_due
@@ -205,8 +205,7 @@ class Trainer:
         started, stopped_early, epoch = time.perf_counter(), False, self.start_epoch
         if self.dist.main:
             write_args(self.run_dir, {**self.settings, **self.cfg.to_dict()})
-            audit = json.dumps(self.plan.audit(self.model), indent=1)
-            (self.run_dir / "freeze_audit.json").write_text(audit, encoding="utf-8")
+            self.write_audit()
         for epoch in range(self.start_epoch, self.cfg.epochs):
             row = self.train_epoch(epoch)
             stop = False
@@ -219,6 +218,29 @@ class Trainer:
             plot_results(self.run_dir / "results.csv", self.run_dir / "results.png")
         return TrainSummary(self.run_dir, epoch + 1, self.best_epoch, self.best_fitness, self.best_result,
                             stopped_early, time.perf_counter() - started, sorted(self.unreadable))
+
+    @property
+    def audit_path(self) -> Path:
+        """``<run>/freeze_audit.json``."""
+        return self.run_dir / "freeze_audit.json"
+
+    def write_audit(self) -> None:
+        """``freeze_audit.json``: the plan's per-block audit and the digests of the frozen tensors at the start
+        (a resumed run keeps the digests the run started with, so a change before the kill is caught too)."""
+        audit = self.plan.audit(self.model)
+        if self.audit_path.is_file():
+            audit["integrity"] = json.loads(self.audit_path.read_text(encoding="utf-8"))["integrity"]
+        else:
+            audit["integrity"] = {"digests": self.plan.digest(self.model), "verified_after_epochs": []}
+        self.audit_path.write_text(json.dumps(audit, indent=1), encoding="utf-8")
+
+    def verify_frozen(self, epoch: int) -> None:
+        """Check every frozen tensor against its starting digest; record the check in the audit."""
+        audit = json.loads(self.audit_path.read_text(encoding="utf-8"))
+        verify_digests(audit["integrity"]["digests"], self.plan.digest(self.model),
+                       f"by the end of epoch {epoch + 1}")
+        audit["integrity"]["verified_after_epochs"].append(epoch + 1)
+        self.audit_path.write_text(json.dumps(audit, indent=1), encoding="utf-8")
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training shard; returns the epoch's mean losses, last learning rates and timing."""
@@ -271,7 +293,9 @@ class Trainer:
         return parts
 
     def end_epoch(self, epoch: int, row: dict[str, float]) -> bool:
-        """Validate the EMA weights, write results and checkpoints (rank 0); return whether to stop."""
+        """Check the frozen tensors, validate the EMA weights, write results and checkpoints (rank 0); return
+        whether to stop."""
+        self.verify_frozen(epoch)
         result = self.validate()
         row.update({"metrics/precision(B)": result.precision, "metrics/recall(B)": result.recall,
                     "metrics/mAP50(B)": result.map50, "metrics/mAP50-95(B)": result.map50_95,
