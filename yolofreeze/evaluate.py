@@ -96,6 +96,11 @@ class EvalResult:
         """Plain JSON-ready dict."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> EvalResult:
+        """The result back from its :meth:`to_dict` form (e.g. as stored in a checkpoint)."""
+        return cls(**{**saved, "per_class": [ClassAP(**c) for c in saved["per_class"]]})
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":

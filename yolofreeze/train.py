@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from .convert import atomic_torch_save, checkpoint_dict
 from .data import DatasetInfo, build_dataloader
-from .evaluate import ClassAP, EvalResult, evaluate
+from .evaluate import EvalResult, evaluate
 from .freeze import FreezePlan, verify_digests
 from .loss import build_loss
 from .model import YOLO
@@ -323,7 +323,7 @@ class Trainer:
         """Evaluate the EMA weights on the val split (batch ``2 * batch``, rectangular batches), val losses too."""
         return evaluate(self.ema.module, self.data.splits["val"], self.data.names, self.data.category_ids,
                         imgsz=self.cfg.imgsz, batch=2 * self.cfg.batch, workers=self.workers,
-                        progress=self.progress, criterion=build_loss(self.ema.module, self.cfg.to_dict()))
+                        progress=self.progress, criterion=self.criterion)
 
     def train_state(self, epoch: int, row: dict[str, float]) -> dict:
         """Everything a resumed run needs after ``epoch`` (0-based) finished; tensors and plain values only."""
@@ -372,19 +372,12 @@ class Trainer:
             parameters[name].grad = grad.to(self.device)
         self.start_epoch, self.last_step = state["epoch"], state["last_step"]
         self.best_fitness, self.best_epoch = state["best_fitness"], state["best_epoch"]
-        self.best_result = _eval_result(state["best_result"])
+        self.best_result = EvalResult.from_dict(state["best_result"]) if state["best_result"] else None
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         if self.dist.main:
             _rewrite_results(self.run_dir / "results.csv", state["epoch"], state["results_row"])
-
-
-def _eval_result(saved: dict | None) -> EvalResult | None:
-    """An ``EvalResult`` back from its ``to_dict()`` form."""
-    if saved is None:
-        return None
-    return EvalResult(**{**saved, "per_class": [ClassAP(**c) for c in saved["per_class"]]})
 
 
 def _rewrite_results(path: Path, epochs_done: int, last_row: dict[str, float]) -> None:
