@@ -20,6 +20,7 @@ from yolofreeze.data import check_dataset, format_report, resolve_dataset
 from yolofreeze.evaluate import format_result
 from yolofreeze.freeze import BN_MODES, FreezePlan, FrozenTensorChanged, format_audit
 from yolofreeze.model import YOLO, build_model, with_class_names
+from yolofreeze.monitor.gradnorm import format_grad_norm_summary
 from yolofreeze.optim import TrainConfig, accumulate
 from yolofreeze.runs import new_run_dir
 from yolofreeze.train import Distributed, Trainer, TrainingDiverged, TrainSummary, seed_everything
@@ -45,6 +46,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--frozen-bn", choices=BN_MODES, default="eval",
                         help="batch-norm of frozen blocks: eval (statistics fixed, the current reference) or train "
                              "(statistics keep updating, older releases / YOLOv10 authors)")
+    parser.add_argument("--unfreeze", metavar="E:BLOCKS,...", default=None,
+                        help="progressive unfreezing: after E epochs freeze BLOCKS instead (any --freeze form), e.g. "
+                             "--freeze fr3 --unfreeze 10:fr1,20:none trains the head first, then more")
+    parser.add_argument("--lr-mult", metavar="PART=X,...", default=None,
+                        help="learning-rate multiplier per part or block range, e.g. backbone=0.1,neck=0.5,head=1 "
+                             "or 0-9=0.1 (unnamed blocks: 1)")
+    parser.add_argument("--grad-norms", choices=("on", "off"), default="on",
+                        help="log per-step gradient L2 norms per block/part/total to grad_norms.csv (default on)")
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default {RECIPE_DEFAULTS['epochs']}; demo "
                                                             f"{DEMO_DEFAULTS['epochs']})")
     parser.add_argument("--patience", type=non_negative_int,
@@ -107,16 +116,24 @@ def new_run(args: argparse.Namespace, dist: Distributed) -> Trainer:
         model = transfer.model
         origin += f"; classes changed to the dataset's {len(info.names)}: {transfer.message()}"
     plan = FreezePlan.parse(args.freeze, model, args.frozen_bn)
+    if args.unfreeze:
+        plan = plan.with_unfreeze(args.unfreeze, model)
+        plan.check_schedule(cfg.epochs)
+    if args.lr_mult:
+        plan = plan.with_lr_mult(args.lr_mult, model)
     name = args.name or f"{info.root.name}-{model.arch}-freeze{'_'.join(args.freeze)}"
     run_dir = dist.broadcast(new_run_dir(args.project, name) if dist.main else None)
     device_name = args.device or default_device()
-    settings = {"model": model.arch, "weights": origin, "data": str(args.data), "freeze": sorted(plan.frozen), "frozen_bn": plan.frozen_bn,
-                "device": device_name, "workers": args.workers, "cache": args.cache, "amp": not args.no_amp,
-                "run_dir": str(run_dir), "world_size": dist.world_size}
+    settings = {"model": model.arch, "weights": origin, "data": str(args.data), "freeze": sorted(plan.frozen),
+                "frozen_bn": plan.frozen_bn, "unfreeze": args.unfreeze, "lr_mult": args.lr_mult,
+                "plan": plan.to_dict(), "grad_norms": args.grad_norms, "device": device_name,
+                "workers": args.workers, "cache": args.cache, "amp": not args.no_amp, "run_dir": str(run_dir),
+                "world_size": dist.world_size}
     if dist.main:
         print(f"model: {origin}\n{format_audit(plan.audit(model))}")
     return Trainer(model, info, cfg, run_dir, plan, device_name, args.workers, args.cache,
-                   amp=None if not args.no_amp else False, settings=settings, progress=sys.stderr.isatty())
+                   amp=None if not args.no_amp else False, settings=settings, progress=sys.stderr.isatty(),
+                   grad_norms=args.grad_norms == "on")
 
 
 def resumed_run(args: argparse.Namespace, dist: Distributed) -> Trainer:
@@ -133,12 +150,14 @@ def resumed_run(args: argparse.Namespace, dist: Distributed) -> Trainer:
     settings, cfg = dict(state["settings"]), TrainConfig(**state["config"])
     info = report_dataset(resolve_dataset(settings["data"]), dist)
     model = load_model(last)
-    plan = FreezePlan(frozenset(settings["freeze"]), len(model.blocks), settings["frozen_bn"])
+    plan = FreezePlan.from_dict(settings["plan"])
     settings.update(device=args.device or settings["device"], workers=args.workers)
     if dist.main:
-        print(f"resuming {run_dir} after epoch {state['epoch']} of {cfg.epochs}\n{plan.describe(model)}")
+        print(f"resuming {run_dir} after epoch {state['epoch']} of {cfg.epochs}\n"
+              f"{plan.at(state['epoch']).describe(model)}")
     trainer = Trainer(model, info, cfg, run_dir, plan, settings["device"], settings["workers"], settings["cache"],
-                      amp=None if settings["amp"] else False, settings=settings, progress=sys.stderr.isatty())
+                      amp=None if settings["amp"] else False, settings=settings, progress=sys.stderr.isatty(),
+                      grad_norms=settings["grad_norms"] == "on")
     trainer.restore(ckpt)
     return trainer
 
@@ -159,11 +178,14 @@ def print_summary(summary: TrainSummary) -> None:
           f"{summary.best_epoch} (fitness {summary.best_fitness:.4f} = 0.1 mAP50 + 0.9 mAP50-95)")
     if summary.best is not None:
         print(format_result(summary.best))
+    if summary.grad_norms:
+        print(format_grad_norm_summary(summary.grad_norms))
     if summary.unreadable:
         print(f"{len(summary.unreadable)} training images could not be read and were skipped: "
               f"{', '.join(summary.unreadable[:5])}")
-    print(f"results: {summary.run_dir}/results.csv, results.png; weights: {summary.run_dir}/weights/best.pt "
-          f"(and last.pt)")
+    plots = ", grad_norms.csv, grad_norms.png" if summary.grad_norms else ""
+    print(f"results: {summary.run_dir}/results.csv, results.png{plots}, freeze_audit.json; weights: "
+          f"{summary.run_dir}/weights/best.pt (and last.pt)")
 
 
 @entry_point

@@ -119,8 +119,10 @@ def test_frozen_tensors_do_not_move_in_a_real_run(frozen_bn, tmp_path):
         elif block < 9:
             assert not moved, key
     audit = json.loads((tmp_path / "run" / "freeze_audit.json").read_text())
-    assert audit["integrity"]["verified_after_epochs"] == [1] and audit["frozen_bn"] == frozen_bn
-    buffers = [k for k in audit["integrity"]["digests"] if k.endswith("running_mean")]
+    [phase] = audit["integrity"]["phases"]
+    assert phase["verified_after_epochs"] == [1] and audit["frozen_bn"] == frozen_bn
+    assert phase["first_epoch"] == 1 and phase["frozen_blocks"] == list(range(9))
+    buffers = [k for k in phase["digests"] if k.endswith("running_mean")]
     assert bool(buffers) == (frozen_bn == "eval")  # eval mode also proves the BN statistics stayed
 
 

@@ -31,7 +31,7 @@ def test_run_dirs_are_never_reused(tmp_path):
 def epoch_row(epoch: int) -> dict[str, float]:
     row = {column: 1.0 / (epoch + 1) + i for i, column in enumerate(RESULTS_COLUMNS)}
     row["epoch"] = epoch
-    row["peak_memory_mb"] = math.nan
+    row["memory/cuda_reserved_mb"] = math.nan
     return row
 
 
@@ -46,9 +46,20 @@ def test_results_csv_has_the_reference_columns_then_ours(tmp_path):
     assert [r[0] for r in rows] == ["0", "1", "2"]
     back = read_results(path)
     assert back["train/box_loss"] == pytest.approx([1 / (e + 1) + 1 for e in range(3)], rel=1e-5)
-    assert all(math.isnan(v) for v in back["peak_memory_mb"])
+    assert all(math.isnan(v) for v in back["memory/cuda_reserved_mb"])
     with pytest.raises(ValueError, match="missing"):
         append_results(path, {"epoch": 3})
+    with pytest.raises(ValueError, match="differ"):
+        append_results(path, {**epoch_row(3), "lr/backbone": 0.1})
+
+
+def test_run_specific_columns_follow_ours(tmp_path):
+    path = tmp_path / "results.csv"
+    for epoch in range(2):
+        append_results(path, {"lr/backbone": 0.001 * (epoch + 1), **epoch_row(epoch), "lr/head": 0.01})
+    header = path.read_text().splitlines()[0].split(",")
+    assert header[-2:] == ["lr/backbone", "lr/head"] and tuple(header[:-2]) == RESULTS_COLUMNS
+    assert read_results(path)["lr/backbone"] == pytest.approx([0.001, 0.002])
 
 
 def test_args_yaml_round_trips(tmp_path):

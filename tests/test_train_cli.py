@@ -54,12 +54,14 @@ def test_results_csv_has_the_reference_columns_then_ours(demo_run):
     assert header == [
         "epoch", "train/box_loss", "train/cls_loss", "train/dfl_loss", "metrics/precision(B)", "metrics/recall(B)",
         "metrics/mAP50(B)", "metrics/mAP50-95(B)", "val/box_loss", "val/cls_loss", "val/dfl_loss", "lr/pg0",
-        "lr/pg1", "lr/pg2", "epoch_seconds", "peak_memory_mb"]
+        "lr/pg1", "lr/pg2", "epoch_seconds", "memory/peak_rss_mb", "memory/cuda_allocated_mb",
+        "memory/cuda_reserved_mb", "grad_norm/total", "grad_norm/backbone", "grad_norm/neck", "grad_norm/head"]
     assert list(RESULTS_COLUMNS) == header
     results = read_results(run / "results.csv")
     assert results["epoch"] == [1.0, 2.0]
     for column in header:
-        assert all(torch.isfinite(torch.tensor(results[column]))), column
+        finite = torch.isfinite(torch.tensor(results[column]))
+        assert all(~finite if column.startswith("memory/cuda") else finite), column  # no CUDA here
 
 
 def test_checkpoints_load_without_pickled_code_and_hold_the_ema_weights(demo_run):
@@ -107,11 +109,20 @@ def test_bad_freeze_index_is_an_error(demo_data, tmp_path, capsys):
     (["--resume", "/no/such/run"], "nothing to resume in /no/such/run"),
     (["--imgsz", "100"], "not a positive multiple of 32"),
     (["--lr0", "-1"], "must be positive"),
+    (["--freeze", "fr3", "--unfreeze", "5:fr1", "--epochs", "5"], "never reached in a 5-epoch run"),
+    (["--freeze", "fr3", "--unfreeze", "5:fr1,3:none"], "the epochs must increase"),
+    (["--unfreeze", "5-fr1"], "expected EPOCHS:FREEZE entries"),
+    (["--unfreeze", "2:0-30"], "--unfreeze 0-30: yolov8n has 23 blocks"),
+    (["--lr-mult", "backbone=0"], "positive number"),
+    (["--lr-mult", "trunk=0.1"], "expected a part (backbone, neck, head) or a block range"),
+    (["--lr-mult", "backbone=0.1,5-12=0.5"], "block 5 is named by both backbone and 5-12"),
 ])
-def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
-    assert train_cli.main([*argv, "--project", str(tmp_path)]) == 2
+def test_bad_input_is_one_line_and_exit_2(argv, message, demo_data, tmp_path, capsys):
+    data = [] if "--data" in argv else ["--data", str(demo_data), "--weights", "none"]
+    assert train_cli.main([*data, *argv, "--project", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # refused before a run folder was made
 
 
 def test_offline_without_pretrained_weights_says_how_to_train_from_scratch(demo_data, tmp_path, monkeypatch, capsys):

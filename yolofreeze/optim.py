@@ -37,6 +37,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -170,6 +171,14 @@ def step_due(iteration: int, last_step: int, accumulate: int) -> bool:
     return iteration - last_step >= accumulate
 
 
+class LrSplit(NamedTuple):
+    """Per-part learning-rate multipliers (``--lr-mult``): ``labels`` are ``(label, multiplier)`` in group order,
+    ``label_of(name)`` the label of a parameter (dotted state-dict name)."""
+
+    labels: tuple[tuple[str, float], ...]
+    label_of: Callable[[str], str]
+
+
 def _group_of(param_name: str, module: nn.Module) -> str:
     if param_name == "bias":
         return "bias"
@@ -177,59 +186,95 @@ def _group_of(param_name: str, module: nn.Module) -> str:
 
 
 def param_groups(model: nn.Module, trainable: Callable[[str, nn.Parameter], bool] | None,
-                 cfg: TrainConfig) -> list[dict]:
-    """The three SGD parameter groups, in the order of the results.csv columns lr/pg0, lr/pg1, lr/pg2.
+                 cfg: TrainConfig, lr_split: LrSplit | None = None) -> list[dict]:
+    """The SGD parameter groups: three kinds, each its own group, in the order of the results.csv columns
+    lr/pg0, lr/pg1, lr/pg2 — three per label of ``lr_split`` when given (label-major).
 
     pg0 ``"weight"``: weights of convolutions (and any other non-normalisation layer), with
     :func:`scaled_weight_decay`; pg1 ``"norm"``: normalisation-layer weights, no decay; pg2 ``"bias"``:
     every bias (normalisation layers' too), no decay. A parameter enters only when it requires gradients
     and ``trainable(name, param)`` (dotted state-dict name, e.g. ``"model.0.conv.weight"``) is true or
-    ``trainable`` is None. Each group is ``{"params", "name", "weight_decay"}``; raises ValueError when no
-    parameter is trainable.
+    ``trainable`` is None. Each group is ``{"params", "name" (the kind), "label", "lr_mult", "weight_decay"}``
+    (label ``"all"`` and multiplier 1 without ``lr_split``); every group exists even when empty, so the layout
+    stays the same when the trainable set changes. Raises ValueError when no parameter is trainable.
     """
-    members: dict[str, list[nn.Parameter]] = {name: [] for name in GROUPS}
+    labels = lr_split.labels if lr_split else (("all", 1.0),)
+    members: dict[tuple[str, str], list[nn.Parameter]] = {(label, kind): [] for label, _ in labels for kind in GROUPS}
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
             full_name = f"{module_name}.{param_name}" if module_name else param_name
             if param.requires_grad and (trainable is None or trainable(full_name, param)):
-                members[_group_of(param_name, module)].append(param)
+                label = lr_split.label_of(full_name) if lr_split else "all"
+                members[(label, _group_of(param_name, module))].append(param)
     if not any(members.values()):
         raise ValueError("no trainable parameters: every parameter is frozen")
     decay = {"weight": scaled_weight_decay(cfg), "norm": 0.0, "bias": 0.0}
-    return [{"params": members[name], "name": name, "weight_decay": decay[name]} for name in GROUPS]
+    return [{"params": members[(label, kind)], "name": kind, "label": label, "lr_mult": multiplier,
+             "weight_decay": decay[kind]} for label, multiplier in labels for kind in GROUPS]
+
+
+def regroup(optimizer: torch.optim.Optimizer, model: nn.Module, trainable: Callable[[str, nn.Parameter], bool],
+            cfg: TrainConfig, lr_split: LrSplit | None = None) -> None:
+    """Make ``optimizer`` train what ``trainable`` accepts now (progressive unfreezing), in place.
+
+    Parameters that stay keep their momentum; newly trainable ones join their group with fresh state (SGD
+    starts their momentum buffer at their first step); ones no longer trainable leave, with their state.
+    The groups keep their order and settings; inside a group parameters are in model order, as a fresh
+    :func:`build_optimizer` would put them, so a resumed run's optimiser state lines up.
+    """
+    for group, fresh in zip(optimizer.param_groups, param_groups(model, trainable, cfg, lr_split), strict=True):
+        group["params"] = fresh["params"]
+    kept = {p for group in optimizer.param_groups for p in group["params"]}
+    for param in [p for p in optimizer.state if p not in kept]:
+        del optimizer.state[param]
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig,
-                    trainable: Callable[[str, nn.Parameter], bool] | None = None) -> torch.optim.SGD:
+                    trainable: Callable[[str, nn.Parameter], bool] | None = None,
+                    lr_split: LrSplit | None = None) -> torch.optim.SGD:
     """Nesterov SGD over :func:`param_groups` with ``lr0`` and ``momentum`` (warm-up overrides both)."""
-    return torch.optim.SGD(param_groups(model, trainable, cfg), lr=cfg.lr0, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.SGD(param_groups(model, trainable, cfg, lr_split), lr=cfg.lr0, momentum=cfg.momentum,
+                           nesterov=True)
 
 
 def apply_schedule(optimizer: torch.optim.Optimizer, iteration: int, epoch: int, cfg: TrainConfig, nb: int) -> int:
     """Set every group's lr and momentum for this ``iteration`` (before its forward pass); return its accumulate.
 
     Groups are told apart by their ``"name"`` (see :func:`param_groups`); pg2 ``"bias"`` warms up from above.
+    Each group's lr is multiplied by its ``"lr_mult"`` (1 when absent): the whole schedule, warm-up included.
     """
     momentum = momentum_at(iteration, cfg, nb)
     for group in optimizer.param_groups:
-        group["lr"] = lr_at(iteration, epoch, cfg, nb, bias=group["name"] == "bias")
+        group["lr"] = lr_at(iteration, epoch, cfg, nb, bias=group["name"] == "bias") * group.get("lr_mult", 1.0)
         group["momentum"] = momentum
     return accumulate_at(iteration, cfg, nb)
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, ema: ModelEMA | None,
-                   scaler: torch.amp.GradScaler | None = None) -> float:
+                   scaler: torch.amp.GradScaler | None = None,
+                   on_norms: Callable[[list[nn.Parameter], list[torch.Tensor], torch.Tensor], None] | None = None,
+                   ) -> float:
     """Clip, step, clear the gradients and update the EMA; return the total gradient L2 norm before clipping.
 
     With a ``GradScaler`` the gradients are unscaled before clipping, and the step is skipped (the norm
     is then inf or nan) when they overflowed. Clipping scales the gradients of all of ``model``'s parameters
-    that are in the optimiser together so that their joint L2 norm is at most ``MAX_GRAD_NORM`` (10).
+    that are in the optimiser together so that their joint L2 norm is at most ``MAX_GRAD_NORM`` (10); the norm
+    is computed as ``clip_grad_norm_`` computes it (one fused norm per tensor, then the norm of those).
+
+    ``on_norms(params, norms, total)``, when given, sees the gradients the optimiser applies at the only point
+    where they are final: unscaled, summed over the accumulated batches, averaged by DDP, not yet clipped.
+    ``params`` are the trained parameters with a gradient in model order, ``norms`` their gradients' L2 norms
+    (0-d tensors) and ``total`` the norm clipping uses.
     """
     if scaler is not None:
         scaler.unscale_(optimizer)
     trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    params = [p for p in model.parameters() if id(p) in trained]  # model order: the norm's summation order
-    norm = nn.utils.clip_grad_norm_(params, max_norm=MAX_GRAD_NORM)
+    params = [p for p in model.parameters() if id(p) in trained and p.grad is not None]  # model order
+    norms = list(torch._foreach_norm([p.grad for p in params])) if params else []
+    total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+    if on_norms is not None:
+        on_norms(params, norms, total)
+    nn.utils.clip_grads_with_norm_(params, MAX_GRAD_NORM, total)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -238,7 +283,7 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, ema: Mode
     optimizer.zero_grad()
     if ema is not None:
         ema.update(model)
-    return float(norm)
+    return float(total)
 
 
 class ModelEMA:

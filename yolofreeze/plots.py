@@ -1,4 +1,5 @@
-"""Figures of a run (matplotlib, files only, no window): ``results.png`` from ``results.csv``."""
+"""Figures of a run (matplotlib, files only, no window): ``results.png`` from ``results.csv``, ``grad_norms.png``
+from ``grad_norms.csv``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: works headless, on CI and over ssh
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .monitor.gradnorm import ALL, PARTS, TOTAL, read_grad_norms, summarize_grad_norms  # noqa: E402
 from .runs import read_results  # noqa: E402
 
 # (panel title, columns, y label) of results.png, in reading order.
@@ -44,6 +46,55 @@ def plot_results(csv_path: str | Path, out_path: str | Path | None = None) -> Pa
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{csv_path.parent.name}: {len(epochs)} epochs")
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def plot_grad_norms(csv_path: str | Path, out_path: str | Path | None = None) -> Path:
+    """Draw ``grad_norms.csv``: the total and per-part gradient L2 norm per optimiser step (log scale, epoch
+    starts marked), and each trained block's mean norm with its coefficient of variation.
+
+    Args:
+        csv_path: a run's ``grad_norms.csv``.
+        out_path: the PNG to write; default ``grad_norms.png`` beside the csv.
+
+    Returns:
+        The PNG's path.
+    """
+    csv_path = Path(csv_path)
+    out_path = Path(out_path) if out_path else csv_path.with_name("grad_norms.png")
+    rows = [r for r in read_grad_norms(csv_path) if r["block"] == ALL]
+    fig, (curves, blocks) = plt.subplots(1, 2, figsize=(15, 5), constrained_layout=True,
+                                         gridspec_kw={"width_ratios": [3, 2]})
+    for part in (TOTAL, *PARTS):
+        points = [(r["step"], r["norm"]) for r in rows if r["part"] == part]
+        if points:
+            steps, norms = zip(*points)
+            curves.plot(steps, norms, label=part, linewidth=2.0 if part == TOTAL else 1.2,
+                        color="black" if part == TOTAL else None)
+    first_steps = {}
+    for r in rows:
+        first_steps.setdefault(r["epoch"], r["step"])
+    for epoch, step in first_steps.items():
+        if epoch > 1:
+            curves.axvline(step, color="grey", alpha=0.25, linewidth=0.8)
+    curves.set(title="gradient L2 norm per optimiser step (before clipping; grey: epoch starts)",
+               xlabel="optimiser step", ylabel="L2 norm", yscale="log")
+    curves.grid(alpha=0.3, which="both")
+    curves.legend()
+    summary = summarize_grad_norms(csv_path)
+    per_block = [(int(key.split()[1]), s) for key, s in summary.items() if key.startswith("block ")]
+    if per_block:
+        indices = [index for index, _ in per_block]
+        blocks.bar(indices, [s["mean"] for _, s in per_block], color="tab:blue")
+        for index, s in per_block:
+            blocks.annotate(f"{100 * s['cv']:.0f}%", (index, s["mean"]), ha="center", va="bottom", fontsize=7)
+        blocks.set_xticks(indices)
+    blocks.set(title="mean norm per trained block (labels: coefficient of variation)", xlabel="block",
+               ylabel="mean L2 norm", yscale="log")
+    blocks.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"{csv_path.parent.name}: gradient norms")
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path

@@ -1,7 +1,8 @@
 """Run directories and the per-epoch ``results.csv``, in the conventions users of the reference know.
 
 A training run writes into ``runs/train/<name>/`` (never over an earlier run: ``name2``, ``name3`` …).
-``results.csv`` has one row per epoch with the reference's column names, then yolofreeze's own columns.
+``results.csv`` has one row per epoch with the reference's column names, then yolofreeze's own columns, then
+the columns only some runs have (``lr/<group>`` of ``--lr-mult`` groups).
 """
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ REFERENCE_COLUMNS = (
     "metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)",
     "val/box_loss", "val/cls_loss", "val/dfl_loss", "lr/pg0", "lr/pg1", "lr/pg2",
 )
-# Ours, after them: wall time of the epoch and the peak memory it reached.
-EXTRA_COLUMNS = ("epoch_seconds", "peak_memory_mb")
+# Ours, after them: wall time of the epoch; peak memory in MiB (the process's resident set on any device; CUDA
+# allocated and reserved, reset each epoch, NaN without CUDA); the mean over the epoch's optimiser steps of the
+# gradient L2 norm of the whole model and of each part (NaN with --grad-norms off).
+EXTRA_COLUMNS = ("epoch_seconds", "memory/peak_rss_mb", "memory/cuda_allocated_mb", "memory/cuda_reserved_mb",
+                 "grad_norm/total", "grad_norm/backbone", "grad_norm/neck", "grad_norm/head")
 RESULTS_COLUMNS = REFERENCE_COLUMNS + EXTRA_COLUMNS
 
 
@@ -55,21 +59,28 @@ def append_results(path: Path, row: Mapping[str, float]) -> None:
 
     Args:
         path: the csv file.
-        row: a value for every name in ``RESULTS_COLUMNS``; NaN for a value not measured (e.g. peak memory
-            where none is reported).
+        row: a value for every name in ``RESULTS_COLUMNS`` (NaN for a value not measured, e.g. CUDA memory on a
+            CPU), optionally followed by run-specific columns; written in ``RESULTS_COLUMNS`` order, then the
+            others in the row's order.
 
     Raises:
-        ValueError: a column is missing or unknown.
+        ValueError: a standard column is missing, or the columns differ from the file's header.
     """
-    missing, unknown = set(RESULTS_COLUMNS) - set(row), set(row) - set(RESULTS_COLUMNS)
-    if missing or unknown:
-        raise ValueError(f"results row: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    missing = set(RESULTS_COLUMNS) - set(row)
+    if missing:
+        raise ValueError(f"results row: missing {sorted(missing)}")
+    columns = list(RESULTS_COLUMNS) + [c for c in row if c not in RESULTS_COLUMNS]
     new = not path.is_file()
+    if not new:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+        if header != columns:
+            raise ValueError(f"results row columns differ from {path}'s header: {sorted(set(columns) ^ set(header))}")
     with open(path, "a", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         if new:
-            writer.writerow(RESULTS_COLUMNS)
-        writer.writerow([_format(column, row[column]) for column in RESULTS_COLUMNS])
+            writer.writerow(columns)
+        writer.writerow([_format(column, row[column]) for column in columns])
 
 
 def _format(column: str, value: float) -> str:

@@ -27,6 +27,7 @@ import resource
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +43,9 @@ from .evaluate import EvalResult, evaluate
 from .freeze import FreezePlan, verify_digests
 from .loss import build_loss
 from .model import YOLO
-from .optim import ModelEMA, TrainConfig, apply_schedule, build_optimizer, optimizer_step, step_due
-from .plots import plot_results
+from .monitor.gradnorm import GradNormMonitor, keep_epochs, summarize_grad_norms
+from .optim import GROUPS, ModelEMA, TrainConfig, apply_schedule, build_optimizer, optimizer_step, regroup, step_due
+from .plots import plot_grad_norms, plot_results
 from .runs import RESULTS_COLUMNS, append_results, read_results, write_args
 
 LOGGER = logging.getLogger(__name__)
@@ -111,6 +113,7 @@ class TrainSummary:
     stopped_early: bool
     seconds: float
     unreadable: list[str]
+    grad_norms: dict[str, dict[str, float]] = field(default_factory=dict)  # summarize_grad_norms of the run
 
 
 def seed_everything(seed: int) -> None:
@@ -120,17 +123,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    """Peak memory since the last reset: CUDA allocated bytes on a GPU; the process's peak RSS on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """The ``memory/*`` columns of ``results.csv`` in MiB: the process's peak resident set (any device) and,
+    on CUDA, the peak allocated and reserved since the last ``reset_peak_memory_stats`` (NaN elsewhere)."""
+    cuda = device.type == "cuda"
+    return {"memory/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+            "memory/cuda_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else math.nan,
+            "memory/cuda_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20 if cuda else math.nan}
 
 
 def _memory_label(device: torch.device) -> str:
+    """Progress-bar memory: ``allocated/reserved`` GiB on CUDA (peaks of the epoch), peak RSS on CPU."""
+    peaks = peak_memory_mb(device)
     if device.type == "cuda":
-        return f"{torch.cuda.memory_reserved(device) / 2**30:.2f}G"
-    return f"{_peak_memory_mb(device) / 1024:.2f}G"
+        return f"{peaks['memory/cuda_allocated_mb'] / 1024:.2f}/{peaks['memory/cuda_reserved_mb'] / 1024:.2f}G"
+    return f"{peaks['memory/peak_rss_mb'] / 1024:.2f}G"
 
 
 class Trainer:
@@ -142,7 +149,8 @@ class Trainer:
         data: the dataset; its ``train`` split trains, its ``val`` split validates each epoch.
         cfg: the recipe (epochs, batch, image size, SGD hyper-parameters, loss gains).
         run_dir: the run's folder (``runs/train/<name>``), created beforehand.
-        plan: which blocks are frozen (default: none).
+        plan: which blocks are frozen, with its batch-norm policy, learning-rate multipliers and unfreezing
+            schedule (default: none frozen).
         device: where to train; under ``torchrun`` on CUDA each process uses its local rank's GPU.
         workers: data-loader worker processes per training process.
         cache: keep the decoded, resized training images in RAM.
@@ -150,12 +158,13 @@ class Trainer:
         settings: what ``args.yaml`` and the checkpoints record about the run besides ``cfg`` (data, model,
             weights, freeze …): what a resume needs to rebuild it.
         progress: show tqdm bars.
+        grad_norms: log per-step gradient norms (``grad_norms.csv``, ``grad_norm/*`` columns, ``grad_norms.png``).
     """
 
     def __init__(self, model: YOLO, data: DatasetInfo, cfg: TrainConfig, run_dir: str | Path,
                  plan: FreezePlan | None = None, device: str | torch.device = "cpu", workers: int = 2,
                  cache: bool = False, amp: bool | None = None, settings: dict | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, grad_norms: bool = True) -> None:
         for split in ("train", "val"):
             if not data.splits.get(split):
                 raise ValueError(f"dataset {data.root} has no {split} images")
@@ -167,7 +176,9 @@ class Trainer:
             raise ValueError(f"batch {cfg.batch} must divide evenly over {self.dist.world_size} processes")
         self.device = self.dist.device
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
-        self.plan = plan or FreezePlan.first(0, model)
+        self.schedule = plan or FreezePlan.first(0, model)  # the whole plan; self.plan: the current phase's
+        self.schedule.check_schedule(cfg.epochs)
+        self.plan = self.schedule.at(0)
         self.amp = self.device.type == "cuda" if amp is None else amp
         if self.amp and self.device.type != "cuda":
             raise ValueError("mixed precision (AMP) needs a CUDA device")
@@ -175,7 +186,7 @@ class Trainer:
         self.workers, self.cache, self.progress = workers, cache, progress and self.dist.main
         self.model = self.plan.apply(model).to(self.device)
         self.criterion = build_loss(self.model, cfg.to_dict())
-        self.optimizer = build_optimizer(self.model, cfg, self.plan.trainable)
+        self.optimizer = build_optimizer(self.model, cfg, self.plan.trainable, self.schedule.lr_split())
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ema = ModelEMA(self.model)
         self.start_epoch, self.last_step = 0, -1
@@ -188,8 +199,16 @@ class Trainer:
                                        workers=workers, seed=cfg.seed, cache=cache, stride=stride,
                                        sampler=self.sampler)
         self.nb = len(self.loader)
-        self.network = self.model if self.dist.world_size == 1 else DistributedDataParallel(
-            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.grad_norms = GradNormMonitor(self.model) if grad_norms and self.dist.main else None
+        self.network = self._wrap()
+
+    def _wrap(self) -> torch.nn.Module:
+        """The module that runs the forward pass: the model, or its DDP wrapper (rebuilt when the trainable set
+        changes, because DDP fixes the parameters it synchronises when it is built)."""
+        if self.dist.world_size == 1:
+            return self.model
+        return DistributedDataParallel(self.model,
+                                       device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     @property
     def weights_dir(self) -> Path:
@@ -207,6 +226,9 @@ class Trainer:
             write_args(self.run_dir, {**self.settings, **self.cfg.to_dict()})
             self.write_audit()
         for epoch in range(self.start_epoch, self.cfg.epochs):
+            if self.enter_phase(epoch) and self.dist.main:
+                self.record_phase(epoch)
+                LOGGER.info("epoch %d: %s", epoch + 1, self.plan.describe(self.model))
             row = self.train_epoch(epoch)
             stop = False
             if self.dist.main:
@@ -214,10 +236,36 @@ class Trainer:
             if self.dist.broadcast(stop):
                 stopped_early = epoch + 1 < self.cfg.epochs
                 break
+        grad_summary = {}
         if self.dist.main and (self.run_dir / "results.csv").is_file():
             plot_results(self.run_dir / "results.csv", self.run_dir / "results.png")
+        if self.dist.main and self.grad_norms_path.is_file():
+            plot_grad_norms(self.grad_norms_path, self.run_dir / "grad_norms.png")
+            grad_summary = summarize_grad_norms(self.grad_norms_path)
         return TrainSummary(self.run_dir, epoch + 1, self.best_epoch, self.best_fitness, self.best_result,
-                            stopped_early, time.perf_counter() - started, sorted(self.unreadable))
+                            stopped_early, time.perf_counter() - started, sorted(self.unreadable), grad_summary)
+
+    @property
+    def grad_norms_path(self) -> Path:
+        """``<run>/grad_norms.csv``."""
+        return self.run_dir / "grad_norms.csv"
+
+    def enter_phase(self, epoch: int) -> bool:
+        """Switch to the plan's phase for ``epoch`` (0-based) when it differs from the current one: set which
+        parameters require gradients, regroup the optimiser (newly trainable parameters start with fresh state;
+        newly frozen ones drop their pending gradient and state) and rebuild the DDP wrapper. Returns whether
+        the phase changed."""
+        plan = self.schedule.at(epoch)
+        if plan.frozen == self.plan.frozen:
+            return False
+        self.plan = plan
+        plan.apply(self.model)
+        for param in self.model.parameters():
+            if not param.requires_grad:
+                param.grad = None
+        regroup(self.optimizer, self.model, plan.trainable, self.cfg, self.schedule.lr_split())
+        self.network = self._wrap()
+        return True
 
     @property
     def audit_path(self) -> Path:
@@ -225,21 +273,35 @@ class Trainer:
         return self.run_dir / "freeze_audit.json"
 
     def write_audit(self) -> None:
-        """``freeze_audit.json``: the plan's per-block audit and the digests of the frozen tensors at the start
-        (a resumed run keeps the digests the run started with, so a change before the kill is caught too)."""
-        audit = self.plan.audit(self.model)
+        """``freeze_audit.json``: the plan's per-block audit (its first phase, with the schedule of the later
+        ones) and ``integrity.phases``: per phase of training its first epoch, frozen blocks, the digests of its
+        frozen tensors when it began and the epochs after which they were verified. A resumed run keeps the
+        digests the run recorded, so a change before the kill is caught too."""
+        audit = self.schedule.audit(self.model)
         if self.audit_path.is_file():
             audit["integrity"] = json.loads(self.audit_path.read_text(encoding="utf-8"))["integrity"]
         else:
-            audit["integrity"] = {"digests": self.plan.digest(self.model), "verified_after_epochs": []}
+            audit["integrity"] = {"phases": [self._phase_record(self.start_epoch)]}
+        self.audit_path.write_text(json.dumps(audit, indent=1), encoding="utf-8")
+
+    def _phase_record(self, epoch: int) -> dict:
+        return {"first_epoch": epoch + 1, "frozen_blocks": sorted(self.plan.frozen),
+                "digests": self.plan.digest(self.model), "verified_after_epochs": []}
+
+    def record_phase(self, epoch: int) -> None:
+        """Add the phase that begins at ``epoch`` (0-based) to the audit, with the digests of its frozen tensors
+        now (replacing a record of the same phase that a killed run left)."""
+        audit = json.loads(self.audit_path.read_text(encoding="utf-8"))
+        phases = [p for p in audit["integrity"]["phases"] if p["first_epoch"] <= epoch]
+        audit["integrity"]["phases"] = phases + [self._phase_record(epoch)]
         self.audit_path.write_text(json.dumps(audit, indent=1), encoding="utf-8")
 
     def verify_frozen(self, epoch: int) -> None:
-        """Check every frozen tensor against its starting digest; record the check in the audit."""
+        """Check every frozen tensor against its digest at the start of the current phase; record the check."""
         audit = json.loads(self.audit_path.read_text(encoding="utf-8"))
-        verify_digests(audit["integrity"]["digests"], self.plan.digest(self.model),
-                       f"by the end of epoch {epoch + 1}")
-        audit["integrity"]["verified_after_epochs"].append(epoch + 1)
+        phase = audit["integrity"]["phases"][-1]
+        verify_digests(phase["digests"], self.plan.digest(self.model), f"by the end of epoch {epoch + 1}")
+        phase["verified_after_epochs"].append(epoch + 1)
         self.audit_path.write_text(json.dumps(audit, indent=1), encoding="utf-8")
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -260,7 +322,9 @@ class Trainer:
                 continue
             parts = self.train_step(batch, epoch, i)
             if step_due(iteration, self.last_step, accumulate):
-                optimizer_step(self.model, self.optimizer, self.ema, self.scaler if self.amp else None)
+                record = self.grad_norms and partial(self.grad_norms.record, step=self.ema.updates + 1,
+                                                     epoch=epoch + 1)
+                optimizer_step(self.model, self.optimizer, self.ema, self.scaler if self.amp else None, record)
                 self.last_step = iteration
             sums += torch.stack([parts[name].float().cpu() for name in ("box", "cls", "dfl")])
             batches += 1
@@ -271,9 +335,20 @@ class Trainer:
         means = (sums / max(batches, 1)).tolist()
         row = {"epoch": epoch + 1, "train/box_loss": means[0], "train/cls_loss": means[1],
                "train/dfl_loss": means[2], "epoch_seconds": time.perf_counter() - started,
-               "peak_memory_mb": _peak_memory_mb(self.device)}
-        row.update({f"lr/pg{k}": group["lr"] for k, group in enumerate(self.optimizer.param_groups)})
+               **peak_memory_mb(self.device), **self.learning_rates()}
+        if self.grad_norms:
+            row.update(self.grad_norms.epoch_means())
         return row
+
+    def learning_rates(self) -> dict[str, float]:
+        """The lr columns: ``lr/pg0 … lr/pg2`` the schedule's lr of each kind (weights, norm weights, biases;
+        multiplier 1), then with ``--lr-mult`` ``lr/<label>`` the weights' lr of each group."""
+        groups = self.optimizer.param_groups
+        rates = {f"lr/pg{k}": next(g["lr"] / g["lr_mult"] for g in groups if g["name"] == kind)
+                 for k, kind in enumerate(GROUPS)}
+        if self.schedule.lr_mult:
+            rates.update({f"lr/{g['label']}": g["lr"] for g in groups if g["name"] == "weight"})
+        return rates
 
     def train_step(self, batch, epoch: int, index: int) -> dict[str, torch.Tensor]:
         """Forward and backward of one batch (gradients accumulate until the next optimiser step)."""
@@ -304,7 +379,9 @@ class Trainer:
         improved = score > self.best_fitness
         if improved:
             self.best_fitness, self.best_epoch, self.best_result = score, epoch + 1, result
-        row = {column: row[column] for column in RESULTS_COLUMNS}
+        row = {column: row.get(column, math.nan) for column in _columns(row)}
+        if self.grad_norms:
+            self.grad_norms.flush(self.grad_norms_path)
         self.save_last(epoch, row)
         if improved:
             self.save_best(epoch, result)
@@ -365,6 +442,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.ema.module.load_state_dict(ckpt["state_dict"])
         self.ema.updates = state["ema_updates"]
+        self.enter_phase(state["epoch"] - 1)  # the optimiser's layout when last.pt was written; fit enters the next
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         parameters = dict(self.model.named_parameters())
@@ -378,14 +456,19 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         if self.dist.main:
             _rewrite_results(self.run_dir / "results.csv", state["epoch"], state["results_row"])
+            keep_epochs(self.grad_norms_path, state["epoch"])
+
+
+def _columns(row: dict[str, float]) -> list[str]:
+    """A results row's columns: the standard ones, then the run-specific ones (``lr/<label>``) in row order."""
+    return list(RESULTS_COLUMNS) + [c for c in row if c not in RESULTS_COLUMNS]
 
 
 def _rewrite_results(path: Path, epochs_done: int, last_row: dict[str, float]) -> None:
     """Make ``results.csv`` hold exactly epochs ``1 … epochs_done`` again (a kill may have cut it short or left
     a row of an epoch that is now redone); the last finished epoch's row comes from the checkpoint."""
     rows = read_results(path) if path.is_file() else {}
-    kept = [{c: rows[c][k] for c in RESULTS_COLUMNS} for k, e in enumerate(rows.get("epoch", []))
-            if e < epochs_done]
+    kept = [{c: rows[c][k] for c in last_row} for k, e in enumerate(rows.get("epoch", [])) if e < epochs_done]
     path.unlink(missing_ok=True)
     for row in kept + [last_row]:
         append_results(path, row)
