@@ -3,7 +3,9 @@
 With no arguments it trains yolov8n from scratch on the embedded ``demo`` dataset (offline, a few CPU minutes).
 Otherwise the start is the official COCO-pretrained checkpoint of ``--model`` (``--weights none``: from scratch),
 with the reference's SGD recipe (lr 0.01 → 0.0001, momentum 0.937, nominal batch 64, 3 warm-up epochs) and no
-augmentation. Writes runs/train/<name>/: weights/{last,best}.pt, results.csv, results.png, args.yaml.
+augmentation. Writes runs/train/<name>/: weights/{last,best}.pt, results.csv, results.png, args.yaml,
+freeze_audit.json (what was frozen, with integrity digests), memory.json (one step's memory breakdown),
+grad_norms.csv and grad_norms.png (per-step gradient L2 norms per block, part and in total).
 ``--resume runs/train/<name>`` continues a killed run. Multi-GPU: ``torchrun --nproc_per_node N train.py …``.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from yolofreeze.data import check_dataset, format_report, resolve_dataset
 from yolofreeze.evaluate import format_result
 from yolofreeze.freeze import BN_MODES, FreezePlan, FrozenTensorChanged, format_audit
 from yolofreeze.model import YOLO, build_model, with_class_names
+from yolofreeze.monitor import format_memory
 from yolofreeze.monitor.gradnorm import format_grad_norm_summary
 from yolofreeze.optim import TrainConfig, accumulate
 from yolofreeze.runs import new_run_dir
@@ -184,7 +187,7 @@ def print_summary(summary: TrainSummary) -> None:
         print(f"{len(summary.unreadable)} training images could not be read and were skipped: "
               f"{', '.join(summary.unreadable[:5])}")
     plots = ", grad_norms.csv, grad_norms.png" if summary.grad_norms else ""
-    print(f"results: {summary.run_dir}/results.csv, results.png{plots}, freeze_audit.json; weights: "
+    print(f"results: {summary.run_dir}/results.csv, results.png{plots}, freeze_audit.json, memory.json; weights: "
           f"{summary.run_dir}/weights/best.pt (and last.pt)")
 
 
@@ -196,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("yolofreeze.data").setLevel(logging.WARNING)
     trainer = resumed_run(args, dist) if args.resume else new_run(args, dist)
     if dist.main:
+        if not args.resume:
+            print(format_memory(trainer.profile_memory()))
         cfg = trainer.cfg
         print(f"training {cfg.epochs} epochs on {len(trainer.data.splits['train'])} images "
               f"({trainer.nb} batches of {cfg.batch // dist.world_size}"

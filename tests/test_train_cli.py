@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -40,9 +41,15 @@ def demo_run(demo_data, tmp_path_factory):
 def test_run_folder_holds_weights_results_plot_and_args(demo_run):
     code, out, run = demo_run
     assert code == 0, out
-    for name in ("args.yaml", "freeze_audit.json", "results.csv", "results.png", "weights/last.pt",
-                 "weights/best.pt"):
+    for name in ("args.yaml", "freeze_audit.json", "memory.json", "grad_norms.csv", "grad_norms.png", "results.csv",
+                 "results.png", "weights/last.pt", "weights/best.pt"):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    memory = json.loads((run / "memory.json").read_text())
+    trainable_bytes = 4 * sum(p.numel() for n, p in load_model(run / "weights" / "last.pt").named_parameters()
+                              if ".dfl." not in n)  # fp32, nothing frozen
+    assert memory["gradients_bytes"] == memory["optimizer_state_bytes"] == trainable_bytes
+    assert memory["saved_activations_bytes"] > 0 and memory["frozen_blocks"] == []
+    assert "saved activations" in out and "gradient L2 norm" in out
     args = yaml.safe_load((run / "args.yaml").read_text())
     assert args["epochs"] == 2 and args["imgsz"] == 128 and args["lr0"] == 0.01 and args["freeze"] == []
     assert "best epoch" in out and "mAP@50:95" in out and str(run) in out
@@ -91,10 +98,14 @@ def test_a_second_run_of_the_same_name_gets_a_new_folder(demo_run, demo_data, ca
 def test_patience_stops_when_fitness_stops_improving(demo_data, tmp_path, capsys):
     # from scratch at 128 px nothing is found in 3 epochs: fitness stays 0, so only epoch 1 improves (on -inf)
     assert train_cli.main(["--data", str(demo_data), "--weights", "none", "--epochs", "3", "--patience", "1",
-                           "--project", str(tmp_path), "--name", "p", *TINY]) == 0
+                           "--grad-norms", "off", "--project", str(tmp_path), "--name", "p", *TINY]) == 0
     out = capsys.readouterr().out
-    assert read_results(tmp_path / "p" / "results.csv")["epoch"] == [1.0, 2.0]
+    results = read_results(tmp_path / "p" / "results.csv")
+    assert results["epoch"] == [1.0, 2.0]
     assert "stopped early" in out and "best epoch 1" in out
+    # --grad-norms off: no grad_norms files, the columns are NaN
+    assert not (tmp_path / "p" / "grad_norms.csv").exists() and "gradient L2 norm" not in out
+    assert all(v != v for v in results["grad_norm/total"])
 
 
 def test_bad_freeze_index_is_an_error(demo_data, tmp_path, capsys):

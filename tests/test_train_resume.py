@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from yolofreeze.data import write_demo_dataset
+from yolofreeze.monitor.gradnorm import read_grad_norms
 from yolofreeze.runs import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +65,13 @@ def test_killed_run_resumes_to_the_same_weights(demo_data, tmp_path):
     assert a["train"]["ema_updates"] == b["train"]["ema_updates"]
     full_rows, resumed_rows = (read_results(tmp_path / "runs" / "train" / n / "results.csv") for n in ("full", "killed"))
     assert resumed_rows["epoch"] == [1.0, 2.0, 3.0]
-    for column in ("train/box_loss", "metrics/mAP50-95(B)", "val/cls_loss", "lr/pg2"):
+    for column in ("train/box_loss", "metrics/mAP50-95(B)", "val/cls_loss", "lr/pg2", "grad_norm/total"):
         assert resumed_rows[column] == pytest.approx(full_rows[column], rel=1e-6, abs=1e-9), column
+    full_norms, resumed_norms = (read_grad_norms(tmp_path / "runs" / "train" / n / "grad_norms.csv")
+                                 for n in ("full", "killed"))
+    assert [(r["step"], r["epoch"], r["block"]) for r in resumed_norms] == [
+        (r["step"], r["epoch"], r["block"]) for r in full_norms]  # no row of the killed epoch is left twice
+    assert [r["norm"] for r in resumed_norms] == pytest.approx([r["norm"] for r in full_norms], rel=1e-5)
 
 
 def test_resuming_a_finished_run_is_refused(demo_data, tmp_path):

@@ -43,7 +43,9 @@ from .evaluate import EvalResult, evaluate
 from .freeze import FreezePlan, verify_digests
 from .loss import build_loss
 from .model import YOLO
+from .data.loader import collate
 from .monitor.gradnorm import GradNormMonitor, keep_epochs, summarize_grad_norms
+from .monitor.memory import MemoryBreakdown, profile_training_step
 from .optim import GROUPS, ModelEMA, TrainConfig, apply_schedule, build_optimizer, optimizer_step, regroup, step_due
 from .plots import plot_grad_norms, plot_results
 from .runs import RESULTS_COLUMNS, append_results, read_results, write_args
@@ -225,6 +227,8 @@ class Trainer:
         if self.dist.main:
             write_args(self.run_dir, {**self.settings, **self.cfg.to_dict()})
             self.write_audit()
+            if not self.memory_path.is_file():
+                self.profile_memory()
         for epoch in range(self.start_epoch, self.cfg.epochs):
             if self.enter_phase(epoch) and self.dist.main:
                 self.record_phase(epoch)
@@ -244,6 +248,29 @@ class Trainer:
             grad_summary = summarize_grad_norms(self.grad_norms_path)
         return TrainSummary(self.run_dir, epoch + 1, self.best_epoch, self.best_fitness, self.best_result,
                             stopped_early, time.perf_counter() - started, sorted(self.unreadable), grad_summary)
+
+    @property
+    def memory_path(self) -> Path:
+        """``<run>/memory.json``: the memory breakdown of one training step."""
+        return self.run_dir / "memory.json"
+
+    def profile_memory(self) -> MemoryBreakdown:
+        """Measure one real training step (forward, loss, backward, SGD step) of a copy of the model under the
+        current plan on the first training images (one process's batch), write ``memory.json`` and return it.
+        The model, optimiser, RNG and data order are untouched (see :func:`profile_training_step`)."""
+        dataset = self.loader.dataset
+        samples = [dataset[k] for k in range(len(dataset))[:self.cfg.batch // self.dist.world_size]]
+        batch = collate(samples)
+        if not batch.meta:
+            raise ValueError(f"none of the first {len(samples)} training images could be read")
+        images = batch.images.to(self.device).float() / 255
+        breakdown = profile_training_step(
+            self.model, self.criterion, images, batch.targets.to(self.device),
+            lambda model: build_optimizer(model, self.cfg, self.plan.trainable, self.schedule.lr_split()),
+            self.plan.set_train_mode)
+        record = {**breakdown.to_dict(), "frozen_blocks": sorted(self.plan.frozen), "arch": self.model.arch}
+        self.memory_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        return breakdown
 
     @property
     def grad_norms_path(self) -> Path:

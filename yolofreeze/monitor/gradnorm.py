@@ -96,7 +96,7 @@ class GradNormMonitor:
             writer = csv.writer(f)
             if new:
                 writer.writerow(COLUMNS)
-            writer.writerows((step, epoch, block, part, f"{norm:.6g}") for step, epoch, block, part, norm in self.rows)
+            writer.writerows((step, epoch, block, part, f"{norm:.9g}") for step, epoch, block, part, norm in self.rows)
         self.rows.clear()
 
 
@@ -115,7 +115,7 @@ def keep_epochs(path: Path, epochs_done: int) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
-        writer.writerows((r["step"], r["epoch"], r["block"], r["part"], f"{r['norm']:.6g}") for r in kept)
+        writer.writerows((r["step"], r["epoch"], r["block"], r["part"], f"{r['norm']:.9g}") for r in kept)
 
 
 def summarize_grad_norms(path: str | Path) -> dict[str, dict[str, float]]:
