@@ -98,3 +98,47 @@ def plot_grad_norms(csv_path: str | Path, out_path: str | Path | None = None) ->
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
+
+
+def plot_study(rows: list[dict], out_path: str | Path, title: str) -> Path:
+    """One dataset and model of a study, one colour per strategy: mAP@50 against peak memory, the total gradient
+    norm per optimiser step, and mAP@50 per epoch.
+
+    Args:
+        rows: :func:`yolofreeze.report.collect_row` rows (``strategy``, ``map50``, ``peak_memory_mb``,
+            ``memory_source`` and the ``series`` of each run).
+        out_path: the PNG to write.
+        title: the figure's title (dataset and model).
+
+    Returns:
+        The PNG's path.
+    """
+    out_path = Path(out_path)
+    fig, (trade_off, norms, curves) = plt.subplots(1, 3, figsize=(18, 5.2), constrained_layout=True)
+    colours = plt.get_cmap("tab10")
+    source = next((r["memory_source"] for r in rows if r["memory_source"]), "peak memory")
+    for k, row in enumerate(rows):
+        colour, series = colours(k % 10), row["series"]
+        if row["map50"] == row["map50"] and row["peak_memory_mb"] == row["peak_memory_mb"]:  # not NaN
+            trade_off.scatter(row["peak_memory_mb"], row["map50"], s=70, color=colour, label=row["strategy"])
+            trade_off.annotate(row["strategy"], (row["peak_memory_mb"], row["map50"]), textcoords="offset points",
+                               xytext=(6, 4), fontsize=9)
+        if series["grad_steps"]:
+            norms.plot(series["grad_steps"], series["grad_total"], color=colour, linewidth=1.2,
+                       label=row["strategy"])
+        if series["epochs"]:
+            curves.plot(series["epochs"], series["map50"], color=colour, marker="o", markersize=3,
+                        label=row["strategy"])
+    trade_off.set(title="accuracy against memory (best epoch)", xlabel=f"peak memory, MiB ({source})",
+                  ylabel="mAP@50 (pycocotools)")
+    norms.set(title="total gradient L2 norm per step (before clipping)", xlabel="optimiser step",
+              ylabel="L2 norm", yscale="log")
+    curves.set(title="mAP@50 per epoch (EMA weights, val split)", xlabel="epoch", ylabel="mAP@50")
+    for ax in (trade_off, norms, curves):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path

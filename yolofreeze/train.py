@@ -117,6 +117,13 @@ class TrainSummary:
     unreadable: list[str]
     grad_norms: dict[str, dict[str, float]] = field(default_factory=dict)  # summarize_grad_norms of the run
 
+    def to_dict(self) -> dict:
+        """Plain values (``summary.json``; its presence marks a finished run)."""
+        return {"run_dir": str(self.run_dir), "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
+                "best_fitness": self.best_fitness, "best": self.best.to_dict() if self.best else None,
+                "stopped_early": self.stopped_early, "seconds": self.seconds, "unreadable": self.unreadable,
+                "grad_norms": self.grad_norms}
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (all devices)."""
@@ -246,8 +253,11 @@ class Trainer:
         if self.dist.main and self.grad_norms_path.is_file():
             plot_grad_norms(self.grad_norms_path, self.run_dir / "grad_norms.png")
             grad_summary = summarize_grad_norms(self.grad_norms_path)
-        return TrainSummary(self.run_dir, epoch + 1, self.best_epoch, self.best_fitness, self.best_result,
-                            stopped_early, time.perf_counter() - started, sorted(self.unreadable), grad_summary)
+        summary = TrainSummary(self.run_dir, epoch + 1, self.best_epoch, self.best_fitness, self.best_result,
+                               stopped_early, time.perf_counter() - started, sorted(self.unreadable), grad_summary)
+        if self.dist.main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1), encoding="utf-8")
+        return summary
 
     @property
     def memory_path(self) -> Path:
@@ -268,7 +278,8 @@ class Trainer:
             self.model, self.criterion, images, batch.targets.to(self.device),
             lambda model: build_optimizer(model, self.cfg, self.plan.trainable, self.schedule.lr_split()),
             self.plan.set_train_mode)
-        record = {**breakdown.to_dict(), "frozen_blocks": sorted(self.plan.frozen), "arch": self.model.arch}
+        record = {**breakdown.to_dict(), "arch": self.model.arch, "frozen_blocks": sorted(self.plan.frozen),
+                  "frozen_bn": self.plan.frozen_bn}
         self.memory_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
         return breakdown
 

@@ -1,0 +1,322 @@
+"""The layer-freezing study in one command: every dataset x model x strategy, trained with the same recipe.
+
+    python -m yolofreeze.study --models yolov8n,yolov10n --data insplad --strategies scratch,none,fr1,fr2,fr3 \\
+        --epochs 1000 --patience 50 --seed 0 [--name NAME] [--dry-run] [--devices 0,1,2,3] [trainer flags …]
+
+Strategies are the paper's: ``scratch`` (random initialisation, nothing frozen), ``none`` (fine-tune everything
+from the pretrained weights), ``fr1`` / ``fr2`` / ``fr3`` / ``backbone`` (``--freeze`` presets) — or any other
+``--freeze`` value (``fr2`` and ``9`` are the same plan). Every other flag is passed to ``train.py`` unchanged
+(``--imgsz``, ``--batch``, ``--frozen-bn``, ``--lr-mult``, ``--unfreeze``, …).
+
+Data flow: the plan (:func:`plan_study`) → one ``train.py`` process per run, in
+``runs/study/<name>/<dataset>-<model>-<strategy>/`` (:func:`run_one`; a finished run, marked by its
+``summary.json``, is skipped; a killed one continues from its ``last.pt``; one that never finished an epoch starts
+over) → the report (:mod:`yolofreeze.report`: ``study.csv``, ``study.md``, plots, diagnostics). Runs go one at a
+time, or one per GPU at a time with ``--devices``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Queue
+
+from .cli import ArgumentParser, entry_point, non_negative_int, positive_int
+from .freeze import PRESETS
+
+TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
+STRATEGIES = ("scratch", "none", "fr1", "fr2", "fr3")
+SCRATCH = "scratch"
+FINISHED = "summary.json"
+
+
+def dataset_label(spec: str) -> str:
+    """A short name for a ``--data`` value: the name itself (``insplad``), a folder's name, or a data.yaml's
+    folder's name."""
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml"):
+        return path.resolve().parent.name
+    return path.name if path.exists() else str(spec).lower()
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One combination of the study: where it trains and with which ``train.py`` arguments."""
+
+    data: str
+    model: str
+    strategy: str
+    weights: str  # the pretrained start ("none" for scratch)
+
+    @property
+    def dataset(self) -> str:
+        """The dataset's short name (:func:`dataset_label`)."""
+        return dataset_label(self.data)
+
+    @property
+    def name(self) -> str:
+        """The run folder's name: ``<dataset>-<model>-<strategy>``."""
+        return f"{self.dataset}-{self.model}-{self.strategy}"
+
+    @property
+    def freeze(self) -> str:
+        """The ``--freeze`` value (scratch freezes nothing)."""
+        return "none" if self.strategy == SCRATCH else self.strategy
+
+    def train_args(self, study_dir: Path, common: Sequence[str]) -> list[str]:
+        """``train.py`` arguments of a new run of this combination."""
+        return ["--model", self.model, "--weights", self.weights, "--data", self.data, "--freeze", self.freeze,
+                *common, "--project", str(study_dir), "--name", self.name]
+
+
+def plan_study(models: Sequence[str], datasets: Sequence[str], strategies: Sequence[str],
+               weights: dict[str, str] | None = None) -> list[StudyRun]:
+    """Every dataset x model x strategy, in that nesting order.
+
+    ``weights`` maps a model to its pretrained checkpoint (default: the official COCO weights ``<model>.pt``).
+    Raises ValueError for an empty list, a repeated entry or a strategy that is neither ``scratch`` nor a
+    ``--freeze`` value.
+    """
+    for what, items in (("--models", models), ("--data", datasets), ("--strategies", strategies)):
+        if not items:
+            raise ValueError(f"{what} is empty")
+        if len(set(items)) != len(items):
+            raise ValueError(f"{what} {','.join(items)} names an entry twice")
+    for strategy in strategies:
+        if strategy != SCRATCH and strategy.lower() not in PRESETS and not _freeze_like(strategy):
+            raise ValueError(f"--strategies {strategy!r}: use scratch, a preset ({', '.join(PRESETS)}) or a "
+                             f"--freeze value like 9 or 0-3")
+    weights = weights or {}
+    return [StudyRun(data, model, strategy, "none" if strategy == SCRATCH else weights.get(model, f"{model}.pt"))
+            for data in datasets for model in models for strategy in strategies]
+
+
+def _freeze_like(text: str) -> bool:
+    return all(part.replace("-", "").isdigit() for part in text.split(","))
+
+
+def run_status(run_dir: Path) -> str:
+    """``"finished"`` (``summary.json``), ``"resume"`` (``weights/last.pt``, not finished) or ``"new"``."""
+    if (run_dir / FINISHED).is_file():
+        return "finished"
+    if (run_dir / "weights" / "last.pt").is_file():
+        return "resume"
+    return "new"
+
+
+def run_one(run: StudyRun, study_dir: Path, common: Sequence[str], devices: Sequence[str] = (),
+            python: str = sys.executable) -> tuple[str, int, float]:
+    """Train (or resume, or skip) one run in a ``train.py`` subprocess; return ``(status before, exit code,
+    seconds)``. Its output goes to ``<study>/logs/<name>.log``.
+
+    ``devices``: GPU ids for this run (``CUDA_VISIBLE_DEVICES``); several make it a ``torchrun`` job with one
+    process per GPU. A folder without ``last.pt`` holds no finished epoch and is started over.
+    """
+    run_dir = study_dir / run.name
+    status = run_status(run_dir)
+    if status == "finished":
+        return status, 0, 0.0
+    if status == "new" and run_dir.exists():
+        shutil.rmtree(run_dir)
+    argv = (["--resume", str(run_dir)] if status == "resume" else run.train_args(study_dir, common))
+    env = dict(os.environ)
+    if devices:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    launcher = [python, str(TRAIN_SCRIPT)] if len(devices) <= 1 else [
+        python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(len(devices)), str(TRAIN_SCRIPT)]
+    if devices and "--device" not in argv and status != "resume":
+        argv += ["--device", "cuda"]
+    log = study_dir / "logs" / f"{run.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"$ {' '.join(launcher + argv)}\n")
+        out.flush()
+        code = subprocess.run(launcher + argv, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    return status, code, time.perf_counter() - started
+
+
+def run_study(runs: Sequence[StudyRun], study_dir: Path, common: Sequence[str], devices: Sequence[str] = (),
+              gpus_per_run: int = 1) -> dict[str, int]:
+    """Run every combination (skipping finished ones): one at a time, or with ``devices`` one run per group of
+    ``gpus_per_run`` GPUs at a time. Prints a line per run; returns ``{run name: exit code}``."""
+    groups = [list(devices[k:k + gpus_per_run]) for k in range(0, len(devices), gpus_per_run)] or [[]]
+    free: Queue[list[str]] = Queue()
+    for group in groups:
+        free.put(group)
+    codes: dict[str, int] = {}
+
+    def work(item: tuple[int, StudyRun]) -> None:
+        number, run = item
+        group = free.get()
+        try:
+            where = f" on GPU {','.join(group)}" if group else ""
+            if run_status(study_dir / run.name) != "finished":
+                print(f"[{number}/{len(runs)}] {run.name}: training{where} (log: {study_dir / 'logs'}/{run.name}.log)",
+                      flush=True)
+            status, code, seconds = run_one(run, study_dir, common, group)
+            codes[run.name] = code
+            verb = {"finished": "already finished, skipped", "resume": "resumed and finished",
+                    "new": "finished"}[status]
+            print(f"[{number}/{len(runs)}] {run.name}: " + (verb if code == 0 else
+                                                             f"FAILED (exit {code}; see its log)")
+                  + (f" in {seconds / 60:.1f} min" if seconds else ""), flush=True)
+        finally:
+            free.put(group)
+
+    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+        list(pool.map(work, enumerate(runs, start=1)))
+    return codes
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The study's own options, and the trainer flags to pass through to every run."""
+    parser = ArgumentParser("python -m yolofreeze.study", __doc__)
+    parser.add_argument("--models", default="yolov8n", help="comma-separated architectures")
+    parser.add_argument("--data", default=None, help="comma-separated datasets (names, data.yaml, folders)")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES),
+                        help="comma-separated: scratch, none, fr1, fr2, fr3, backbone, or --freeze values")
+    parser.add_argument("--weights", default=None,
+                        help="pretrained start per model: MODEL=PATH,… or one path for a single model (default: "
+                             "the official COCO weights of each model)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (train.py's default)")
+    parser.add_argument("--patience", type=non_negative_int, default=None, help="early-stopping patience")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="one seed for every run")
+    parser.add_argument("--name", default=None, help="study folder name under --project (default: the datasets "
+                                                     "and models)")
+    parser.add_argument("--project", default="runs/study", help="folder of the study folders")
+    parser.add_argument("--devices", default=None,
+                        help="GPU ids, e.g. 0,1,2,3: one run per GPU (group) at a time; default one run at a time")
+    parser.add_argument("--gpus-per-run", type=positive_int, default=1,
+                        help="GPUs per run with --devices (more than 1: each run is a torchrun job)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan, each run's freeze audit and memory estimate; train nothing")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report of the finished runs")
+    parser.add_argument("--demo", action="store_true",
+                        help="the offline miniature of the paper: pretrain on a generated source domain, then the "
+                             "study on a generated target domain (about 10 CPU minutes)")
+    args, passthrough = parser.parse_known_args(argv)
+    for flag in ("--model", "--freeze", "--project", "--name", "--resume", "--weights"):
+        if flag in passthrough:
+            parser.error(f"{flag} is set by the study for each run; use --models / --strategies / --weights")
+    if passthrough and not passthrough[0].startswith("--"):
+        parser.error(f"unexpected argument {passthrough[0]!r}")
+    devices = [d for d in (args.devices or "").split(",") if d]
+    if devices and len(devices) % args.gpus_per_run:
+        parser.error(f"--devices {args.devices}: {len(devices)} GPUs do not split into groups of "
+                     f"{args.gpus_per_run}")
+    if not args.data and not args.demo:
+        parser.error("give --data (one or more datasets), or --demo")
+    args.devices = devices
+    return args, passthrough
+
+
+def weights_table(text: str | None, models: Sequence[str]) -> dict[str, str]:
+    """``--weights``: ``MODEL=PATH,…`` or a single path (one model only)."""
+    if not text:
+        return {}
+    if "=" not in text:
+        if len(models) != 1:
+            raise ValueError(f"--weights {text}: with several models give MODEL=PATH for each")
+        return {models[0]: text}
+    table = dict(item.split("=", 1) for item in text.split(","))
+    unknown = sorted(set(table) - set(models))
+    if unknown:
+        raise ValueError(f"--weights names {', '.join(unknown)}, which --models does not list")
+    return table
+
+
+def common_args(args: argparse.Namespace, passthrough: list[str]) -> list[str]:
+    """Flags every run gets: epochs, patience, seed, then the pass-through trainer flags."""
+    common = ["--seed", str(args.seed)]
+    if args.epochs is not None:
+        common += ["--epochs", str(args.epochs)]
+    if args.patience is not None:
+        common += ["--patience", str(args.patience)]
+    return common + passthrough
+
+
+def check_trainer_flags(common: list[str]) -> None:
+    """Refuse pass-through flags ``train.py`` would refuse, before any run starts (one line, exit 2)."""
+    import train as train_cli  # the top-level CLI module beside this package
+    train_cli.parse_args(common)
+
+
+def print_dry_run(runs: Sequence[StudyRun], study_dir: Path, common: list[str]) -> None:
+    """The plan without training: a table of the runs and their state, then per run its freeze audit and the
+    memory of one training step measured on a copy of the (randomly initialised) model with a real batch."""
+    import train as train_cli
+    from .data import build_dataloader, resolve_dataset
+    from .freeze import FreezePlan, format_audit
+    from .loss import build_loss
+    from .model import build_model
+    from .monitor.memory import format_memory, profile_training_step
+    from .optim import TrainConfig, build_optimizer
+
+    print(f"study {study_dir}: {len(runs)} runs")
+    print(f"{'#':>3}  {'run':<40} {'weights':<24} state")
+    for k, run in enumerate(runs, start=1):
+        print(f"{k:>3}  {run.name:<40} {run.weights:<24} {run_status(study_dir / run.name)}")
+    flags = train_cli.parse_args(common)
+    datasets = {run.data: resolve_dataset(run.data) for run in runs}
+    for run in runs:
+        demo = run.data.lower() == "demo"
+        defaults = train_cli.DEMO_DEFAULTS if demo else train_cli.RECIPE_DEFAULTS
+        imgsz, batch = flags.imgsz or defaults["imgsz"], flags.batch or defaults["batch"]
+        info = datasets[run.data]
+        model = build_model(run.model, names=info.names)
+        plan = FreezePlan.parse(run.freeze, model, flags.frozen_bn)
+        plan = plan.with_unfreeze(flags.unfreeze, model) if flags.unfreeze else plan
+        plan = plan.with_lr_mult(flags.lr_mult, model) if flags.lr_mult else plan
+        plan.apply(model)
+        batch_data = next(iter(build_dataloader(info.splits["train"][:batch], imgsz, batch)))
+        breakdown = profile_training_step(
+            model, build_loss(model), batch_data.images.float() / 255, batch_data.targets,
+            lambda m: build_optimizer(m, TrainConfig(batch=batch, imgsz=imgsz), plan.trainable, plan.lr_split()),
+            plan.set_train_mode)
+        print(f"\n== {run.name} (start: {run.weights}) ==\n{format_audit(plan.audit(model))}\n"
+              f"{format_memory(breakdown)}")
+        del model, breakdown
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    from .report import write_report
+    args, passthrough = parse_args(argv)
+    if args.demo:
+        from .study_demo import prepare_demo
+        args, passthrough = prepare_demo(args, passthrough)
+    models, datasets = args.models.split(","), args.data.split(",")
+    runs = plan_study(models, datasets, args.strategies.split(","), weights_table(args.weights, models))
+    common = common_args(args, passthrough)
+    sys.path.insert(0, str(TRAIN_SCRIPT.parent))
+    check_trainer_flags(common)
+    name = args.name or "_".join([*map(dataset_label, datasets), *models])
+    study_dir = Path(args.project) / name
+    if args.dry_run:
+        print_dry_run(runs, study_dir, common)
+        return 0
+    study_dir.mkdir(parents=True, exist_ok=True)
+    print(f"study {study_dir}: {len(runs)} runs ({len(datasets)} datasets x {len(models)} models x "
+          f"{len(runs) // (len(datasets) * len(models))} strategies)", flush=True)
+    codes = {} if args.report_only else run_study(runs, study_dir, common, args.devices, args.gpus_per_run)
+    report = write_report(runs, study_dir)
+    print(report.markdown)
+    print(f"\nreport: {study_dir / 'study.md'}, study.csv, plots: {', '.join(p.name for p in report.plots)}")
+    failed = [name for name, code in codes.items() if code]
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (logs in {study_dir / 'logs'}); run the same "
+              f"command again to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
