@@ -142,3 +142,21 @@ def test_diagnostics_fire_on_failure_signatures_and_stay_silent_on_healthy_runs(
     # not forgetting
     quiet = diagnose([_row("none", 0.50), _row("fr2", 0.51), _row("fr3", 0.01, losses=(9.0, 8.5))])
     assert all(flags == [] for flags in quiet.values())
+
+
+def test_study_demo_uses_the_generated_target_and_the_cached_source(tmp_path, monkeypatch, capsys):
+    from yolofreeze.data import read_dataset
+    from yolofreeze.study_demo import DEMO_EPOCHS, cache_dir, prepare_demo
+    from yolofreeze.study import parse_args
+    monkeypatch.setenv("YOLOFREEZE_DATASETS", str(tmp_path / "cache"))
+    source = cache_dir() / "source-yolov8n-v2.pt"  # as if pretrained earlier: no pretraining run now
+    save_checkpoint(random_model("yolov8n", names=list(DEMO_NAMES)), source)
+    args, passthrough = prepare_demo(*parse_args(["--demo", "--strategies", "none,fr2", "--imgsz", "128"]))
+    assert args.weights == str(source) and "cached" in capsys.readouterr().out
+    assert args.epochs == DEMO_EPOCHS and args.patience == 0 and args.name == "demo"
+    assert passthrough == ["--imgsz", "128", "--batch", "8"]  # the given --imgsz wins
+    target = read_dataset(args.data, "yolo")
+    assert target.names == ["ring", "cross", "diamond"] and len(target.splits["train"]) == 256
+    assert not set(target.names) & set(DEMO_NAMES)  # other classes than the source domain's
+    with pytest.raises(ValueError, match="leave out --data"):
+        prepare_demo(*parse_args(["--demo", "--data", "insplad"]))

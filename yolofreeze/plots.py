@@ -124,8 +124,8 @@ def plot_study(rows: list[dict], out_path: str | Path, title: str) -> Path:
             trade_off.annotate(row["strategy"], (row["peak_memory_mb"], row["map50"]), textcoords="offset points",
                                xytext=(6, 4), fontsize=9)
         if series["grad_steps"]:
-            norms.plot(series["grad_steps"], series["grad_total"], color=colour, linewidth=1.2,
-                       label=row["strategy"])
+            norms.plot(series["grad_steps"], series["grad_total"], color=colour, linewidth=1.2, markersize=3,
+                       marker="o" if len(series["grad_steps"]) <= 50 else None, label=row["strategy"])
         if series["epochs"]:
             curves.plot(series["epochs"], series["map50"], color=colour, marker="o", markersize=3,
                         label=row["strategy"])

@@ -179,7 +179,7 @@ def run_study(runs: Sequence[StudyRun], study_dir: Path, common: Sequence[str], 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """The study's own options, and the trainer flags to pass through to every run."""
     parser = ArgumentParser("python -m yolofreeze.study", __doc__)
-    parser.add_argument("--models", default="yolov8n", help="comma-separated architectures")
+    parser.add_argument("--models", default=None, help="comma-separated architectures (default yolov8n)")
     parser.add_argument("--data", default=None, help="comma-separated datasets (names, data.yaml, folders)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES),
                         help="comma-separated: scratch, none, fr1, fr2, fr3, backbone, or --freeze values")
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         from .study_demo import prepare_demo
         args, passthrough = prepare_demo(args, passthrough)
-    models, datasets = args.models.split(","), args.data.split(",")
+    models, datasets = (args.models or "yolov8n").split(","), args.data.split(",")
     runs = plan_study(models, datasets, args.strategies.split(","), weights_table(args.weights, models))
     common = common_args(args, passthrough)
     sys.path.insert(0, str(TRAIN_SCRIPT.parent))

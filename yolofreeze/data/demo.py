@@ -7,11 +7,18 @@ pixels, written as a YOLO txt dataset (``data.yaml``, ``images/{train,val}/*.jpg
 in about a second. The same seed gives the same files. Sized so that yolov8n trained from scratch with the
 reference recipe (``python train.py``: 10 epochs at imgsz 160, 57 optimiser steps) climbs from mAP@50 0
 to about 0.9 on the val split in a few CPU minutes.
+
+A second domain, ``field`` (:data:`FIELD`), is the target of the offline miniature of the layer-freezing study
+(``python -m yolofreeze.study --demo``): other classes (``ring``, ``cross``, ``diamond``) in other colours (orange,
+purple, cyan) on a green-brown "vegetation" ground with a dark pole, so a model pretrained on the sky domain has
+useful low-level features but must learn new classes.
 """
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +55,65 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
     return image
 
 
+def _field(rng: np.random.Generator, size: int) -> Image.Image:
+    """``size x size`` RGB "vegetation": smooth green-brown field, grain, one dark vertical pole."""
+    levels = Image.fromarray(rng.uniform(0, 255, (3, 3)).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    mix = np.asarray(levels, np.float64)[..., None] / 255  # 0: green, 1: brown
+    ground = (1 - mix) * np.array([70.0, 115.0, 55.0]) + mix * np.array([125.0, 100.0, 65.0])
+    grain = rng.normal(0.0, 9.0, (size, size, 1))
+    image = Image.fromarray(np.clip(ground + grain, 0, 255).astype(np.uint8))
+    x = float(rng.uniform(0, size))
+    ImageDraw.Draw(image).line([(x, 0), (x + rng.uniform(-size / 8, size / 8), size)], fill=(45, 35, 30),
+                               width=int(rng.integers(2, 5)))
+    return image
+
+
+def _sky_shape(draw: ImageDraw.ImageDraw, cls: int, corners: tuple[int, int, int, int], colour, outline,
+               rng: np.random.Generator) -> None:
+    """Class 0 rectangle, 1 ellipse, 2 triangle (apex up or down) filling ``corners`` (inclusive pixels)."""
+    x0, y0, x1, y1 = corners
+    if cls == 0:
+        draw.rectangle([x0, y0, x1, y1], fill=colour, outline=outline)
+    elif cls == 1:
+        draw.ellipse([x0, y0, x1, y1], fill=colour, outline=outline)
+    else:
+        apex, base = (y0, y1) if rng.random() < 0.5 else (y1, y0)
+        draw.polygon([(x0, base), (x1, base), ((x0 + x1) / 2, apex)], fill=colour, outline=outline)
+
+
+def _field_shape(draw: ImageDraw.ImageDraw, cls: int, corners: tuple[int, int, int, int], colour, outline,
+                 rng: np.random.Generator) -> None:
+    """Class 0 ring (thick ellipse outline, ground visible inside), 1 cross (two bars), 2 diamond."""
+    x0, y0, x1, y1 = corners
+    w, h = x1 - x0 + 1, y1 - y0 + 1
+    if cls == 0:
+        draw.ellipse([x0, y0, x1, y1], outline=colour, width=max(2, min(w, h) // 5))
+    elif cls == 1:
+        bar_w, bar_h = max(2, w // 3), max(2, h // 3)
+        cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+        draw.rectangle([x0, cy - bar_h // 2, x1, cy - bar_h // 2 + bar_h - 1], fill=colour, outline=outline)
+        draw.rectangle([cx - bar_w // 2, y0, cx - bar_w // 2 + bar_w - 1, y1], fill=colour, outline=outline)
+    else:
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=colour, outline=outline)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A generated image domain: class names, a base colour per class, the background and the shape drawer."""
+
+    name: str
+    names: tuple[str, ...]
+    hues: np.ndarray  # (classes, 3) base RGB
+    background: Callable[[np.random.Generator, int], Image.Image]
+    shape: Callable[..., None]
+
+
+SKY = Domain("sky", DEMO_NAMES, _HUES, _background, _sky_shape)
+FIELD = Domain("field", ("ring", "cross", "diamond"), np.array([[235, 135, 25], [150, 60, 195], [40, 190, 200]]),
+               _field, _field_shape)
+
+
 def _overlap(box: np.ndarray, others: list[np.ndarray]) -> float:
     """Largest IoU of ``box`` (xyxy) with any of ``others``."""
     best = 0.0
@@ -61,35 +127,29 @@ def _overlap(box: np.ndarray, others: list[np.ndarray]) -> float:
     return best
 
 
-def _draw_image(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[tuple[int, np.ndarray]]]:
+def _draw_image(rng: np.random.Generator, size: int,
+                domain: Domain = SKY) -> tuple[Image.Image, list[tuple[int, np.ndarray]]]:
     """One image and its objects ``(class, xyxy pixel box)``; box edges are the drawn pixels' outer edges."""
-    image = _background(rng, size)
+    image = domain.background(rng, size)
     draw = ImageDraw.Draw(image)
     objects: list[tuple[int, np.ndarray]] = []
     smallest, largest = (int(size * f) for f in _SIDE)
     for _ in range(int(rng.integers(_TRIES[0], _TRIES[1] + 1))):
-        cls = int(rng.integers(len(DEMO_NAMES)))
+        cls = int(rng.integers(len(domain.names)))
         w, h = (int(v) for v in rng.integers(smallest, largest + 1, 2))
         x0, y0 = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
         box = np.array([x0, y0, x0 + w, y0 + h], np.float64)
         if _overlap(box, [b for _, b in objects]) > _MAX_IOU:
             continue
-        colour = tuple(int(c) for c in np.clip(_HUES[cls] + rng.integers(-35, 36, 3), 0, 255))
+        colour = tuple(int(c) for c in np.clip(domain.hues[cls] + rng.integers(-35, 36, 3), 0, 255))
         outline = tuple(c // 2 for c in colour)
-        x1, y1 = x0 + w - 1, y0 + h - 1  # PIL shapes include their end pixel
-        if cls == 0:
-            draw.rectangle([x0, y0, x1, y1], fill=colour, outline=outline)
-        elif cls == 1:
-            draw.ellipse([x0, y0, x1, y1], fill=colour, outline=outline)
-        else:
-            apex, base = (y0, y1) if rng.random() < 0.5 else (y1, y0)
-            draw.polygon([(x0, base), (x1, base), ((x0 + x1) / 2, apex)], fill=colour, outline=outline)
+        domain.shape(draw, cls, (x0, y0, x0 + w - 1, y0 + h - 1), colour, outline, rng)  # PIL: end pixel included
         objects.append((cls, box))
     return image, objects
 
 
 def write_demo_dataset(root: str | Path, seed: int = 0, n_train: int = DEMO_SPLITS["train"],
-                       n_val: int = DEMO_SPLITS["val"], size: int = DEMO_IMAGE_SIZE) -> Path:
+                       n_val: int = DEMO_SPLITS["val"], size: int = DEMO_IMAGE_SIZE, domain: Domain = SKY) -> Path:
     """Generate the demo dataset into ``root`` (created; existing files of the same names are overwritten).
 
     Args:
@@ -97,6 +157,7 @@ def write_demo_dataset(root: str | Path, seed: int = 0, n_train: int = DEMO_SPLI
         seed: generator seed; the same seed gives identical files.
         n_train, n_val: images per split.
         size: image side in pixels (square images).
+        domain: what the images show (:data:`SKY`, the demo; :data:`FIELD`, the study demo's target).
 
     Returns:
         path of the written ``data.yaml``.
@@ -106,7 +167,7 @@ def write_demo_dataset(root: str | Path, seed: int = 0, n_train: int = DEMO_SPLI
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
         for i in range(count):
-            image, objects = _draw_image(np.random.default_rng([seed, split_index, i]), size)
+            image, objects = _draw_image(np.random.default_rng([seed, split_index, i]), size, domain)
             stem = f"{split}_{i:04d}"
             image.save(root / "images" / split / f"{stem}.jpg", quality=90)
             rows = []
@@ -114,14 +175,15 @@ def write_demo_dataset(root: str | Path, seed: int = 0, n_train: int = DEMO_SPLI
                 rows.append(f"{cls} {(x0 + x1) / 2 / size:.6f} {(y0 + y1) / 2 / size:.6f} "
                             f"{(x1 - x0) / size:.6f} {(y1 - y0) / size:.6f}")
             (root / "labels" / split / f"{stem}.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    names = "".join(f"  {k}: {name}\n" for k, name in enumerate(DEMO_NAMES))
+    names = "".join(f"  {k}: {name}\n" for k, name in enumerate(domain.names))
     data_yaml = root / "data.yaml"
-    data_yaml.write_text(f"# yolofreeze demo dataset v{DEMO_VERSION} (generated, seed {seed})\npath: .\n"
+    label = "" if domain is SKY else f" ({domain.name} domain)"
+    data_yaml.write_text(f"# yolofreeze demo dataset v{DEMO_VERSION}{label} (generated, seed {seed})\npath: .\n"
                          f"train: images/train\nval: images/val\nnames:\n{names}", encoding="utf-8")
     return data_yaml
 
 
-def ensure_demo_dataset(root: str | Path | None = None) -> Path:
+def ensure_demo_dataset(root: str | Path | None = None, domain: Domain = SKY) -> Path:
     """Path of the demo ``data.yaml`` under ``root`` (default ``demo_root()``), generating it when missing or stale.
 
     Generation happens in a sibling temporary folder that is renamed into place, so an interrupted run
@@ -130,7 +192,7 @@ def ensure_demo_dataset(root: str | Path | None = None) -> Path:
     """
     root = Path(root) if root is not None else demo_root()
     marker = root / _MARKER
-    stamp = f"version {DEMO_VERSION}\n"
+    stamp = f"version {DEMO_VERSION}\n" if domain is SKY else f"version {DEMO_VERSION} {domain.name}\n"
     if marker.is_file() and marker.read_text(encoding="utf-8") == stamp:
         return root / "data.yaml"
     if root.exists():
@@ -142,7 +204,7 @@ def ensure_demo_dataset(root: str | Path | None = None) -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    write_demo_dataset(tmp)
+    write_demo_dataset(tmp, domain=domain)
     (tmp / _MARKER).write_text(stamp, encoding="utf-8")
     tmp.rename(root)
     return root / "data.yaml"
