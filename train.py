@@ -7,6 +7,8 @@ augmentation. Writes runs/train/<name>/: weights/{last,best}.pt, results.csv, re
 freeze_audit.json (what was frozen, with integrity digests), memory.json (one step's memory breakdown),
 grad_norms.csv and grad_norms.png (per-step gradient L2 norms per block, part and in total).
 ``--resume runs/train/<name>`` continues a killed run. Multi-GPU: ``torchrun --nproc_per_node N train.py …``.
+``--cache-frozen ram|disk`` (frozen blocks a prefix, their batch-norm in eval) computes the frozen blocks' outputs
+once and trains from the first trainable block.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+from yolofreeze.cache import DTYPES, MODES
 from yolofreeze.cli import ArgumentParser, default_device, device, entry_point, image_size, non_negative_int, \
     positive_int
 from yolofreeze.convert import load_checkpoint, load_model
@@ -26,7 +29,8 @@ from yolofreeze.monitor import format_memory
 from yolofreeze.monitor.gradnorm import format_grad_norm_summary
 from yolofreeze.optim import TrainConfig, accumulate
 from yolofreeze.runs import new_run_dir
-from yolofreeze.train import Distributed, Trainer, TrainingDiverged, TrainSummary, seed_everything
+from yolofreeze.train import Distributed, Trainer, TrainingDiverged, TrainSummary, estimate_feature_cache, \
+    seed_everything
 
 EXIT_DIVERGED = 1
 # The embedded first run: small enough for a 2-core CPU in a few minutes, offline (no pretrained download).
@@ -71,6 +75,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", type=device, default=None, help=f"cpu, cuda or cuda:N (default {default_device()})")
     parser.add_argument("--workers", type=non_negative_int, default=2, help="data-loader worker processes")
     parser.add_argument("--cache", action="store_true", help="keep decoded training images in RAM")
+    parser.add_argument("--cache-frozen", choices=MODES, default=None,
+                        help="compute the frozen prefix's outputs once (train and val images) and keep them in ram "
+                             "or on disk (the run folder; deleted at the end); needs frozen blocks 0..k-1 with "
+                             "--frozen-bn eval and no --unfreeze")
+    parser.add_argument("--cache-dtype", choices=tuple(DTYPES), default=None,
+                        help="storage of --cache-frozen outputs: fp32 (exact) or fp16 (half the size; default fp32)")
     parser.add_argument("--no-amp", action="store_true", help="full float32 on CUDA (AMP is never used on CPU)")
     parser.add_argument("--name", default=None, help="run folder name under --project (default <data>-<model>-"
                                                      "freeze<N>; never overwritten: name2, name3 …)")
@@ -85,6 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.model, args.weights = None, args.model
     if args.lr0 <= 0:
         parser.error(f"--lr0 {args.lr0} must be positive")
+    if args.cache_dtype and not args.cache_frozen:
+        parser.error(f"--cache-dtype {args.cache_dtype} applies with --cache-frozen ram or disk")
+    args.cache_dtype = args.cache_dtype or "fp32"
     return args
 
 
@@ -124,6 +137,10 @@ def new_run(args: argparse.Namespace, dist: Distributed) -> Trainer:
         plan.check_schedule(cfg.epochs)
     if args.lr_mult:
         plan = plan.with_lr_mult(args.lr_mult, model)
+    if args.cache_frozen:
+        estimate = estimate_feature_cache(model, info, cfg, plan, args.cache_frozen, args.cache_dtype, args.project)
+        if dist.main:
+            print(estimate.describe())
     name = args.name or f"{info.root.name}-{model.arch}-freeze{'_'.join(args.freeze)}"
     run_dir = dist.broadcast(new_run_dir(args.project, name) if dist.main else None)
     device_name = args.device or default_device()
@@ -131,12 +148,12 @@ def new_run(args: argparse.Namespace, dist: Distributed) -> Trainer:
                 "frozen_bn": plan.frozen_bn, "unfreeze": args.unfreeze, "lr_mult": args.lr_mult,
                 "plan": plan.to_dict(), "grad_norms": args.grad_norms, "device": device_name,
                 "workers": args.workers, "cache": args.cache, "amp": not args.no_amp, "run_dir": str(run_dir),
-                "world_size": dist.world_size}
+                "world_size": dist.world_size, "cache_frozen": args.cache_frozen, "cache_dtype": args.cache_dtype}
     if dist.main:
         print(f"model: {origin}\n{format_audit(plan.audit(model))}")
     return Trainer(model, info, cfg, run_dir, plan, device_name, args.workers, args.cache,
                    amp=None if not args.no_amp else False, settings=settings, progress=sys.stderr.isatty(),
-                   grad_norms=args.grad_norms == "on")
+                   grad_norms=args.grad_norms == "on", cache_frozen=args.cache_frozen, cache_dtype=args.cache_dtype)
 
 
 def resumed_run(args: argparse.Namespace, dist: Distributed) -> Trainer:
@@ -160,8 +177,11 @@ def resumed_run(args: argparse.Namespace, dist: Distributed) -> Trainer:
               f"{plan.at(state['epoch']).describe(model)}")
     trainer = Trainer(model, info, cfg, run_dir, plan, settings["device"], settings["workers"], settings["cache"],
                       amp=None if settings["amp"] else False, settings=settings, progress=sys.stderr.isatty(),
-                      grad_norms=settings["grad_norms"] == "on")
+                      grad_norms=settings["grad_norms"] == "on", cache_frozen=settings.get("cache_frozen"),
+                      cache_dtype=settings.get("cache_dtype") or "fp32")
     trainer.restore(ckpt)
+    if dist.main and trainer.cache_estimate is not None:
+        print(trainer.cache_estimate.describe())
     return trainer
 
 

@@ -31,7 +31,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -43,6 +43,7 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from .boxes import unletterbox_boxes
+from .cache import FeatureBatch, model_input
 from .data import ImageRecord, build_dataloader, to_coco_gt
 from .model import YOLO
 from .names import match_class_names
@@ -126,7 +127,8 @@ class Predictions(NamedTuple):
 @torch.no_grad()
 def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: Sequence[int | None], imgsz: int = 640,
                     batch: int = 32, conf: float = 0.001, iou: float = 0.7, max_det: int = 300,
-                    workers: int = 0, progress: bool = True, criterion: Criterion | None = None) -> Predictions:
+                    workers: int = 0, progress: bool = True, criterion: Criterion | None = None,
+                    batches: Iterable[FeatureBatch] | None = None) -> Predictions:
     """Run ``model`` (switched to eval mode) over ``records``: detections, time per image, unreadable records and,
     with ``criterion``, the validation loss (see :class:`Predictions`).
 
@@ -139,6 +141,10 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
     with the model's train-format maps from the same forward pass and the loader's targets ``(M, 6)``
     ``[image, class, cx, cy, w, h]``, whose classes are the records' (dataset) classes: they must be the
     model's classes (:func:`evaluate` checks this).
+
+    ``batches``: run the model on these instead of loading ``records``' images: the frozen-prefix outputs of the
+    same images in the same rectangular batches (:meth:`yolofreeze.cache.FeatureCache.batches`; ``meta.index``
+    refers to ``records``).
     """
     if len(category_ids) != model.nc:
         raise ValueError(f"need one category id (or None) per model class: {model.nc}, got {len(category_ids)}")
@@ -147,27 +153,26 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
     channels = None if len(kept) == model.nc else torch.tensor([0, 1, 2, 3] + [4 + k for k in kept])
     model.eval()
     device = next(model.parameters()).device
-    loader = build_dataloader(records, imgsz=imgsz, batch=batch, rect=True, workers=workers,
-                              stride=max(32, int(model.stride.max())))
+    loader = batches if batches is not None else build_dataloader(
+        records, imgsz=imgsz, batch=batch, rect=True, workers=workers, stride=max(32, int(model.stride.max())))
     results, failed, totals = [], [], {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     loss_sums: dict[str, torch.Tensor] = {}
     scored_batches = 0
     if criterion is not None:
         totals["loss"] = 0.0
     start = time.perf_counter()
-    for images, targets, metas, unread in tqdm(loader, desc="evaluate", unit="batch", disable=not progress,
-                                               leave=False):
-        failed.extend(unread)
-        if not metas:
+    for loaded in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
+        failed.extend(loaded.failed)
+        if not loaded.meta:
             continue
-        x = images.to(device, non_blocking=True).float() / 255
+        inputs = model_input(loaded, device)
         _sync(device)
         t1 = time.perf_counter()
-        pred, maps = model(x, return_maps=True) if criterion is not None else (model(x), None)
+        pred, maps = inputs.run(model, return_maps=True) if criterion is not None else (inputs.run(model), None)
         _sync(device)
         t2 = time.perf_counter()
         if criterion is not None:
-            _, parts = criterion(maps, targets, tuple(x.shape[-2:]))
+            _, parts = criterion(maps, loaded.targets, inputs.shape)
             for name, value in parts.items():
                 loss_sums[name] = loss_sums.get(name, 0) + value.detach()
             scored_batches += 1
@@ -177,7 +182,7 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
         if channels is not None:
             pred = pred.index_select(1, channels.to(pred.device))
         detections = postprocess(pred, model.nms_free, conf=conf, iou=iou, max_det=max_det, multi_label=True)
-        for det, meta in zip(detections, metas):
+        for det, meta in zip(detections, loaded.meta):
             det = det.cpu()
             boxes = unletterbox_boxes(det[:, :4], meta.ratio, meta.pad, meta.orig_shape)
             boxes[:, 2:] -= boxes[:, :2]
@@ -358,13 +363,14 @@ def evaluate(model: YOLO, records: Sequence[ImageRecord], names: Sequence[str],
              category_ids: Sequence[int] | None = None, out_dir: str | Path | None = None, imgsz: int = 640,
              batch: int = 32, conf: float = 0.001, iou: float = 0.7, max_det: int = 300, workers: int = 0,
              save_gt: bool = False, progress: bool = True, ignore_names: bool = False,
-             criterion: Criterion | None = None) -> EvalResult:
+             criterion: Criterion | None = None, batches: Iterable[FeatureBatch] | None = None) -> EvalResult:
     """Evaluate ``model`` on ``records``; writes ``predictions.json`` (and ``ground_truth.json``) to ``out_dir``.
 
     ``names`` (and ``category_ids``, for COCO sources) describe the dataset's classes. The model's classes are
     matched to them by name (``match_class_names``; ``ignore_names`` matches by index on purpose): the
     result's ``class_match`` says what was remapped or left out (also logged at INFO level).
     ``criterion`` (``loss.build_loss(model)``): also compute the validation loss, ``result.losses``.
+    ``batches``: cached frozen-prefix outputs to run on instead of the images (see :func:`predict_records`).
 
     Raises:
         ValueError: the model and the dataset share no class name (or, matching by index, the counts differ);
@@ -382,7 +388,7 @@ def evaluate(model: YOLO, records: Sequence[ImageRecord], names: Sequence[str],
     ids = [c["id"] for c in gt["categories"]]
     model_ids = [None if d is None else ids[d] for d in match.model_to_data]
     detections, speed, failed, losses = predict_records(model, records, model_ids, imgsz, batch, conf, iou, max_det,
-                                                        workers, progress, criterion)
+                                                        workers, progress, criterion, batches)
     if failed:
         LOGGER.warning("%d images could not be read; their objects count as missed: %s", len(failed),
                        ", ".join(str(records[i].path) for i in failed[:5]))

@@ -246,20 +246,66 @@ class YOLO(nn.Module):
         """Family and scale, e.g. ``"yolov8n"``; a pre-``scales`` yaml gets the letter its multiples match, if any."""
         return f"{self.family}{self.scale or ''}"
 
-    def forward(self, x: torch.Tensor, return_maps: bool = False):
-        """Run the network on ``x`` ``(B, 3, H, W)``.
+    def sources(self, index: int) -> list[int]:
+        """The blocks whose outputs block ``index`` reads (``-1`` resolved: ``index - 1``; ``-1`` for block 0 is the
+        image)."""
+        source = self.blocks[index].source
+        return [index - 1 if s == -1 else s for s in (source if isinstance(source, list) else [source])]
+
+    def boundary(self, stop: int) -> list[int]:
+        """The outputs of blocks ``0 … stop-1`` that blocks ``stop …`` read, ascending: what :meth:`forward` needs
+        to start at block ``stop``. E.g. ``[4, 6, 8]`` for YOLOv8 and YOLOv10 at ``stop=9``.
+
+        Raises ValueError unless ``1 <= stop < len(self.blocks)`` (the head always runs).
+        """
+        if not 1 <= stop < len(self.blocks):
+            raise ValueError(f"{self.arch} can start at blocks 1-{len(self.blocks) - 1}, not {stop}")
+        return sorted({s for index in range(stop, len(self.blocks)) for s in self.sources(index) if s < stop})
+
+    def forward(self, x: torch.Tensor | None, return_maps: bool = False, start: int = 0,
+                cached: dict[int, torch.Tensor] | None = None):
+        """Run the network on ``x`` ``(B, 3, H, W)``, or from block ``start`` on with the outputs of the blocks
+        before it that later blocks read (``cached``: block index → ``(B, C_i, H / s_i, W / s_i)``, exactly the
+        keys :meth:`boundary` ``(start)`` lists; ``x`` is then None). Both give the same result bit for bit when
+        ``cached`` holds what :meth:`prefix_outputs` computed from ``x``.
 
         Returns what the class docstring says for the mode; with ``return_maps`` (eval mode only) the pair
         ``(decoded (B, 4 + nc, A), maps)`` from one pass, ``maps`` in the train-mode format (v8: list of 3
         ``(B, 4*16 + nc, H/s, W/s)``; v10: ``{"one2many": [...], "one2one": [...]}``), for a validation loss.
 
         Raises:
-            ValueError: ``return_maps`` in train mode (the output already is the maps).
+            ValueError: ``return_maps`` in train mode (the output already is the maps); ``start`` out of range,
+                ``cached`` without ``start`` or other keys than ``boundary(start)``.
         """
         if return_maps and self.training:
             raise ValueError("return_maps applies in eval mode; the train-mode output already is the raw maps")
-        outputs: list[torch.Tensor | None] = []
-        for layer, info in zip(self.model, self.blocks):
+        if start == 0:
+            if cached is not None:
+                raise ValueError("cached block outputs need start > 0 (the block to run first)")
+            return self._run(x, {}, 0, len(self.model), self.save, return_maps)
+        needed = self.boundary(start)
+        if cached is None or sorted(cached) != needed:
+            raise ValueError(f"starting at block {start} needs the outputs of blocks {needed}, got "
+                             f"{sorted(cached) if cached is not None else None}")
+        return self._run(cached.get(start - 1), dict(cached), start, len(self.model), self.save, return_maps)
+
+    @torch.no_grad()
+    def prefix_outputs(self, x: torch.Tensor, stop: int) -> dict[int, torch.Tensor]:
+        """Run blocks ``0 … stop-1`` on ``x`` ``(B, 3, H, W)`` (in the current mode, without autograd) and return
+        the outputs later blocks read: block index (:meth:`boundary` ``(stop)``) → ``(B, C_i, H / s_i, W / s_i)``.
+        """
+        keep = self.boundary(stop)
+        outputs: dict[int, torch.Tensor] = {}
+        self._run(x, outputs, 0, stop, set(self.save) | set(keep))
+        return {index: outputs[index] for index in keep}
+
+    def _run(self, x, outputs: dict[int, torch.Tensor], start: int, stop: int, keep, return_maps: bool = False):
+        """The one loop over blocks ``start … stop-1``: ``x`` is the output of block ``start - 1`` (the image for
+        ``start == 0``; None when block ``start`` does not read it), ``outputs`` the earlier outputs by block index;
+        the outputs of blocks in ``keep`` are added to it. Returns the last block's output (the head: see
+        :meth:`forward`)."""
+        for index in range(start, stop):
+            layer, info = self.model[index], self.blocks[index]
             if isinstance(info.source, list):
                 x = [x if s == -1 else outputs[s] for s in info.source]
             elif info.source != -1:
@@ -268,7 +314,8 @@ class YOLO(nn.Module):
                 maps = layer.maps(x)
                 return layer.decode_maps(maps), maps
             x = layer(x)
-            outputs.append(x if info.index in self.save else None)
+            if index in keep:
+                outputs[index] = x
         return x
 
     @torch.no_grad()

@@ -24,7 +24,9 @@ import math
 import os
 import random
 import resource
+import shutil
 import time
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -34,11 +36,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
+from torch.utils.data import BatchSampler, DistributedSampler
 from tqdm import tqdm
 
+from .cache import CacheEstimate, FeatureCache, batch_shape, estimate_cache, model_input
 from .convert import atomic_torch_save, checkpoint_dict
-from .data import DatasetInfo, build_dataloader
+from .data import DatasetInfo, DetectionDataset, build_dataloader
 from .evaluate import EvalResult, evaluate
 from .freeze import FreezePlan, verify_digests
 from .loss import build_loss
@@ -168,12 +171,19 @@ class Trainer:
             weights, freeze …): what a resume needs to rebuild it.
         progress: show tqdm bars.
         grad_norms: log per-step gradient norms (``grad_norms.csv``, ``grad_norm/*`` columns, ``grad_norms.png``).
+        cache_frozen: ``"ram"`` or ``"disk"``: compute the frozen prefix's outputs for the train and val images once
+            and run the model from the first trainable block (:mod:`yolofreeze.cache`; disk entries go to
+            ``<run>/feature_cache`` and are deleted when ``fit`` ends); None: no cache.
+        cache_dtype: ``"fp32"`` or ``"fp16"``: how the cached outputs are stored.
+
+    Raises CacheNotApplicable (the plan's frozen outputs are not fixed) or CacheTooLarge with ``cache_frozen``.
     """
 
     def __init__(self, model: YOLO, data: DatasetInfo, cfg: TrainConfig, run_dir: str | Path,
                  plan: FreezePlan | None = None, device: str | torch.device = "cpu", workers: int = 2,
                  cache: bool = False, amp: bool | None = None, settings: dict | None = None,
-                 progress: bool = True, grad_norms: bool = True) -> None:
+                 progress: bool = True, grad_norms: bool = True, cache_frozen: str | None = None,
+                 cache_dtype: str = "fp32") -> None:
         for split in ("train", "val"):
             if not data.splits.get(split):
                 raise ValueError(f"dataset {data.root} has no {split} images")
@@ -208,6 +218,8 @@ class Trainer:
                                        workers=workers, seed=cfg.seed, cache=cache, stride=stride,
                                        sampler=self.sampler)
         self.nb = len(self.loader)
+        self.cache_estimate: CacheEstimate | None = None  # with cache_frozen: its size, checked against RAM/disk
+        self.feature_caches = self._feature_caches(cache_frozen, cache_dtype) if cache_frozen else {}
         self.grad_norms = GradNormMonitor(self.model) if grad_norms and self.dist.main else None
         self.network = self._wrap()
 
@@ -218,6 +230,25 @@ class Trainer:
             return self.model
         return DistributedDataParallel(self.model,
                                        device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _feature_caches(self, mode: str, dtype: str) -> dict[str, FeatureCache]:
+        """The frozen-prefix caches of the train and val splits (nothing computed yet: see ``refresh``)."""
+        self.cache_estimate = estimate_feature_cache(self.model, self.data, self.cfg, self.schedule, mode, dtype,
+                                                     self.run_dir)
+        datasets = {**feature_datasets(self.model, self.data, self.cfg), "train": self.loader.dataset}
+        batches = {"train": self.loader.batch_size, "val": validation_batch(self.cfg)}
+        return {split: FeatureCache(dataset, self.schedule, mode, dtype, self.run_dir / FEATURE_CACHE_DIR / split,
+                                    self.workers, batches[split], amp=self.amp and split == "train")
+                for split, dataset in datasets.items()}
+
+    def epoch_batches(self) -> Iterable:
+        """This epoch's training batches (after ``sampler.set_epoch``): images, or with the frozen-prefix cache the
+        cached outputs of the same images in the same batches."""
+        if not self.feature_caches:
+            return self.loader
+        cache = self.feature_caches["train"]
+        cache.refresh(self.model)
+        return cache.batches(BatchSampler(self.sampler, self.loader.batch_size, drop_last=False))
 
     @property
     def weights_dir(self) -> Path:
@@ -247,6 +278,10 @@ class Trainer:
             if self.dist.broadcast(stop):
                 stopped_early = epoch + 1 < self.cfg.epochs
                 break
+        for cache in self.feature_caches.values():
+            cache.clear()
+        if self.feature_caches and self.dist.main:
+            shutil.rmtree(self.run_dir / FEATURE_CACHE_DIR, ignore_errors=True)
         grad_summary = {}
         if self.dist.main and (self.run_dir / "results.csv").is_file():
             plot_results(self.run_dir / "results.csv", self.run_dir / "results.png")
@@ -350,7 +385,7 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         self.plan.set_train_mode(self.model)
         sums, batches = torch.zeros(3), 0
-        bar = tqdm(self.loader, total=self.nb, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
+        bar = tqdm(self.epoch_batches(), total=self.nb, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
         for i, batch in enumerate(bar):
             iteration = i + self.nb * epoch
@@ -368,7 +403,7 @@ class Trainer:
             batches += 1
             means = sums / batches
             bar.set_postfix_str(f"box {means[0]:.3f} cls {means[1]:.3f} dfl {means[2]:.3f} "
-                                f"inst {len(batch.targets)} size {batch.images.shape[-1]} "
+                                f"inst {len(batch.targets)} size {batch_shape(batch)[-1]} "
                                 f"mem {_memory_label(self.device)}")
         means = (sums / max(batches, 1)).tolist()
         row = {"epoch": epoch + 1, "train/box_loss": means[0], "train/cls_loss": means[1],
@@ -389,12 +424,13 @@ class Trainer:
         return rates
 
     def train_step(self, batch, epoch: int, index: int) -> dict[str, torch.Tensor]:
-        """Forward and backward of one batch (gradients accumulate until the next optimiser step)."""
-        images = batch.images.to(self.device, non_blocking=True).float() / 255
+        """Forward and backward of one batch of images or of cached frozen-prefix outputs (gradients accumulate
+        until the next optimiser step)."""
+        inputs = model_input(batch, self.device)
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
         with autocast:
-            outputs = self.network(images)
-        total, parts = self.criterion(outputs, batch.targets.to(self.device), tuple(images.shape[-2:]))
+            outputs = inputs.run(self.network)
+        total, parts = self.criterion(outputs, batch.targets.to(self.device), inputs.shape)
         if not torch.isfinite(total):
             kept = self.weights_dir / "last.pt"
             raise TrainingDiverged(
@@ -435,10 +471,17 @@ class Trainer:
         return patience_over
 
     def validate(self) -> EvalResult:
-        """Evaluate the EMA weights on the val split (batch ``2 * batch``, rectangular batches), val losses too."""
+        """Evaluate the EMA weights on the val split (batch ``2 * batch``, rectangular batches), val losses too;
+        with the frozen-prefix cache from the val images' cached outputs (the EMA's frozen blocks are the model's)."""
+        batches = None
+        if self.feature_caches:
+            cache, size = self.feature_caches["val"], validation_batch(self.cfg)
+            cache.refresh(self.ema.module)
+            batches = cache.batches([list(range(s, min(s + size, len(cache.dataset))))
+                                     for s in range(0, len(cache.dataset), size)])
         return evaluate(self.ema.module, self.data.splits["val"], self.data.names, self.data.category_ids,
-                        imgsz=self.cfg.imgsz, batch=2 * self.cfg.batch, workers=self.workers,
-                        progress=self.progress, criterion=self.criterion)
+                        imgsz=self.cfg.imgsz, batch=validation_batch(self.cfg), workers=self.workers,
+                        progress=self.progress, criterion=self.criterion, batches=batches)
 
     def train_state(self, epoch: int, row: dict[str, float]) -> dict:
         """Everything a resumed run needs after ``epoch`` (0-based) finished; tensors and plain values only."""
@@ -497,6 +540,34 @@ class Trainer:
             keep_epochs(self.grad_norms_path, state["epoch"])
 
 
+FEATURE_CACHE_DIR = "feature_cache"  # under the run folder: the disk entries of --cache-frozen disk
+
+
+def validation_batch(cfg: TrainConfig) -> int:
+    """Images per validation batch: twice the training batch."""
+    return 2 * cfg.batch
+
+
+def feature_datasets(model: YOLO, data: DatasetInfo, cfg: TrainConfig) -> dict[str, DetectionDataset]:
+    """The images as the frozen prefix sees them: ``train`` as training serves them (square ``imgsz``), ``val``
+    as validation batches them (rectangular shapes for batches of :func:`validation_batch`)."""
+    stride = max(32, int(model.stride.max()))
+    return {"train": DetectionDataset(data.splits["train"], cfg.imgsz, stride=stride),
+            "val": DetectionDataset(data.splits["val"], cfg.imgsz, rect=True, batch_size=validation_batch(cfg),
+                                    stride=stride)}
+
+
+def estimate_feature_cache(model: YOLO, data: DatasetInfo, cfg: TrainConfig, plan: FreezePlan, mode: str,
+                           dtype: str, directory: str | Path) -> CacheEstimate:
+    """The size of ``--cache-frozen mode`` for a run (train and val images) against the available RAM or the free
+    disk space at ``directory``, before anything is computed.
+
+    Raises CacheNotApplicable (with the reason) or CacheTooLarge (needed against available).
+    """
+    return estimate_cache(model, plan, list(feature_datasets(model, data, cfg).values()), mode, dtype,
+                          Path(directory) / FEATURE_CACHE_DIR)
+
+
 def _columns(row: dict[str, float]) -> list[str]:
     """A results row's columns: the standard ones, then the run-specific ones (``lr/<label>``) in row order."""
     return list(RESULTS_COLUMNS) + [c for c in row if c not in RESULTS_COLUMNS]
@@ -512,4 +583,5 @@ def _rewrite_results(path: Path, epochs_done: int, last_row: dict[str, float]) -
         append_results(path, row)
 
 
-__all__ = ["Distributed", "TrainSummary", "Trainer", "TrainingDiverged", "fitness", "seed_everything"]
+__all__ = ["Distributed", "TrainSummary", "Trainer", "TrainingDiverged", "estimate_feature_cache", "fitness",
+           "seed_everything"]
