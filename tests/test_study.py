@@ -52,6 +52,10 @@ def test_plan_covers_every_strategy_with_its_freeze_and_start(model):
         assert args[args.index("--weights") + 1] == ("none" if run.strategy == "scratch" else "pre.pt")
         assert args[args.index("--name") + 1] == run.name and "--epochs" in args
         assert FreezePlan.parse(args[args.index("--freeze") + 1], net).frozen == EXPECTED[model][run.strategy]
+        cached = run.train_args(Path("s"), ["--cache-frozen", "ram", "--cache-dtype", "fp16", "--imgsz", "320"])
+        nothing_frozen = not EXPECTED[model][run.strategy]
+        assert ("--cache-frozen" in cached) != nothing_frozen and ("fp16" in cached) != nothing_frozen
+        assert "320" in cached
 
 
 def test_dry_run_prints_the_plan_audits_and_memory(tiny, tmp_path, capsys):

@@ -71,7 +71,13 @@ class StudyRun:
         return "none" if self.strategy == SCRATCH else self.strategy
 
     def train_args(self, study_dir: Path, common: Sequence[str]) -> list[str]:
-        """``train.py`` arguments of a new run of this combination."""
+        """``train.py`` arguments of a new run of this combination (a run with nothing frozen has no frozen
+        prefix to cache: ``--cache-frozen`` and ``--cache-dtype`` are left out of it)."""
+        common = list(common)
+        if self.freeze == "none":
+            for flag in ("--cache-frozen", "--cache-dtype"):
+                while flag in common:
+                    del common[common.index(flag):common.index(flag) + 2]
         return ["--model", self.model, "--weights", self.weights, "--data", self.data, "--freeze", self.freeze,
                 *common, "--project", str(study_dir), "--name", self.name]
 
