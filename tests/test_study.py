@@ -164,3 +164,27 @@ def test_study_demo_uses_the_generated_target_and_the_cached_source(tmp_path, mo
     assert not set(target.names) & set(DEMO_NAMES)  # other classes than the source domain's
     with pytest.raises(ValueError, match="leave out --data"):
         prepare_demo(*parse_args(["--demo", "--data", "insplad"]))
+
+
+def test_devices_run_one_study_run_per_gpu_group_at_a_time(monkeypatch, tmp_path):
+    import threading
+    import yolofreeze.study as study
+    busy, lock, spans = set(), threading.Lock(), []
+
+    def fake_run_one(run, study_dir, common, devices=(), python=sys.executable):
+        group = tuple(devices)
+        with lock:
+            assert group not in busy, f"two runs on GPU {group} at once"
+            busy.add(group)
+            spans.append((group, len(busy)))
+        time.sleep(0.2)
+        with lock:
+            busy.remove(group)
+        return "new", 0, 0.2
+
+    monkeypatch.setattr(study, "run_one", fake_run_one)
+    runs = plan_study(["yolov8n"], ["d1", "d2"], ["none", "fr1", "fr2"])
+    codes = study.run_study(runs, tmp_path, [], devices=["0", "1", "2", "3"], gpus_per_run=2)
+    assert sorted(codes) == sorted(r.name for r in runs) and not any(codes.values())
+    assert {group for group, _ in spans} == {("0", "1"), ("2", "3")}  # pairs of GPUs: torchrun jobs
+    assert max(concurrent for _, concurrent in spans) == 2  # both groups busy at once
