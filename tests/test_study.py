@@ -75,9 +75,11 @@ def test_dry_run_prints_the_plan_audits_and_memory(tiny, tmp_path, capsys):
     (["--freeze", "3"], "--freeze is set by the study"),
     (["--imgsz", "100"], "not a positive multiple of 32"),
     (["--models", "yolov8n,yolov10n", "--weights", "a.pt"], "give MODEL=PATH for each"),
+    (["--data", "/no/such/data"], "dataset '/no/such/data' not found"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, tiny, tmp_path, capsys):
-    assert study_main(["--data", str(tiny[0]), *argv, "--project", str(tmp_path)]) == 2
+    data = [] if "--data" in argv else ["--data", str(tiny[0])]
+    assert study_main([*data, *argv, "--project", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not any(tmp_path.iterdir())

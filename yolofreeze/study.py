@@ -41,9 +41,7 @@ def dataset_label(spec: str) -> str:
     """A short name for a ``--data`` value: the name itself (``insplad``), a folder's name, or a data.yaml's
     folder's name."""
     path = Path(spec)
-    if path.suffix in (".yaml", ".yml"):
-        return path.resolve().parent.name
-    return path.name if path.exists() else str(spec).lower()
+    return path.resolve().parent.name if path.suffix in (".yaml", ".yml") else path.name
 
 
 @dataclass(frozen=True)
@@ -304,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     common = common_args(args, passthrough)
     sys.path.insert(0, str(TRAIN_SCRIPT.parent))
     check_trainer_flags(common)
+    from .data import resolve_dataset
+    for dataset in datasets:  # a missing dataset stops the study before any run (one line, exit 2)
+        resolve_dataset(dataset)
     name = args.name or "_".join([*map(dataset_label, datasets), *models])
     study_dir = Path(args.project) / name
     if args.dry_run:
