@@ -15,7 +15,7 @@ import torch
 
 import train as train_cli
 from yolofreeze import cache as cache_module
-from yolofreeze.cache import (CacheNotApplicable, CacheTooLarge, FeatureCache, estimate_cache, feature_bytes,
+from yolofreeze.cache import (HEADROOM, CacheNotApplicable, CacheTooLarge, FeatureCache, estimate_cache, feature_bytes,
                               model_input, why_not_cacheable)
 from yolofreeze.convert import load_model
 from yolofreeze.data import DEMO_NAMES, DatasetInfo, DetectionDataset, collate, resolve_dataset, write_demo_dataset
@@ -24,7 +24,7 @@ from yolofreeze.freeze import FreezePlan
 from yolofreeze.model import build_model
 from yolofreeze.optim import TrainConfig
 from yolofreeze.runs import read_results
-from yolofreeze.train import Trainer, seed_everything
+from yolofreeze.train import Trainer, estimate_feature_cache, feature_datasets, seed_everything
 
 IMGSZ = 128
 # fp16 storage rounds each cached value by at most 2**-11 relative. With the same weights a batch's loss moves by
@@ -279,6 +279,27 @@ def test_the_estimate_counts_the_boundary_outputs_at_every_letterbox_shape(demo_
     assert estimate.total == 16 * estimate.per_image == 16 * feature_bytes(model, 9, (IMGSZ, IMGSZ), "fp16")
     assert estimate.blocks == (4, 6, 8) and estimate.start == 9
     assert "blocks 4, 6, 8" in estimate.describe() and "RAM available" in estimate.describe()
+
+
+def test_under_torchrun_each_process_on_the_machine_counts_its_copy_of_the_training_outputs_in_ram(
+        demo_yaml, tmp_path, monkeypatch):
+    model = build_model("yolov8n", names=list(DEMO_NAMES))
+    plan = FreezePlan.parse("fr2", model)
+    info = resolve_dataset(demo_yaml)
+    cfg = TrainConfig(imgsz=IMGSZ, batch=4)
+    datasets = feature_datasets(model, info, cfg)
+    train, val = (estimate_cache(model, plan, [datasets[s]], "ram", "fp32").total for s in ("train", "val"))
+    assert train > 0 and val > 0
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    single = estimate_feature_cache(model, info, cfg, plan, "ram", "fp32", tmp_path)
+    assert single.total == train + val and single.processes == 1 and "processes" not in single.describe()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    three = estimate_feature_cache(model, info, cfg, plan, "ram", "fp32", tmp_path)
+    assert three.total == 3 * train + val and "each of 3 processes" in three.describe()
+    assert estimate_feature_cache(model, info, cfg, plan, "disk", "fp32", tmp_path).total == train + val
+    monkeypatch.setattr(cache_module, "available_bytes", lambda *_: (2 * train + val) / HEADROOM)
+    with pytest.raises(CacheTooLarge, match="each of 3 processes holds the training outputs"):
+        estimate_feature_cache(model, info, cfg, plan, "ram", "fp32", tmp_path)
 
 
 @pytest.mark.parametrize("mode", ["ram", "disk"])

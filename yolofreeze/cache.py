@@ -138,34 +138,43 @@ class CacheEstimate:
     needed: int
     available: int
     where: str
+    processes: int = 1  # processes on this machine that each hold the training images' outputs (RAM, torchrun)
 
     @property
     def fits(self) -> bool:
         """Whether ``needed`` is at most :data:`HEADROOM` of ``available``."""
         return self.needed <= HEADROOM * self.available
 
+    @property
+    def _copies(self) -> str:
+        return "" if self.processes == 1 else f" (each of {self.processes} processes holds the training outputs)"
+
     def describe(self) -> str:
         """One line for the user."""
         stored = "" if self.needed == self.total else f" ({_size(self.needed)} still to compute)"
         return (f"frozen-prefix cache ({self.mode}, {self.dtype}): outputs of blocks "
                 f"{', '.join(map(str, self.blocks))} (training starts at block {self.start}) for {self.images} images, "
-                f"{_size(self.per_image)} per {self.imgsz}x{self.imgsz} image, {_size(self.total)} in all{stored}; "
-                f"{_size(self.available)} {self.where} available")
+                f"{_size(self.per_image)} per {self.imgsz}x{self.imgsz} image, {_size(self.total)} in all"
+                f"{self._copies}{stored}; {_size(self.available)} {self.where} available")
 
     def refusal(self) -> str:
         """Why it does not fit: needed against available."""
         return (f"--cache-frozen {self.mode} needs {_size(self.needed)} for the {self.dtype} outputs of blocks "
-                f"{', '.join(map(str, self.blocks))} of {self.images} images, but only {_size(self.available)} "
-                f"{self.where} is available (the cache may use {HEADROOM:.0%} of it)"
+                f"{', '.join(map(str, self.blocks))} of {self.images} images{self._copies}, but only "
+                f"{_size(self.available)} {self.where} is available (the cache may use {HEADROOM:.0%} of it)"
                 + ("; try --cache-dtype fp16" if self.dtype == "fp32" else "")
                 + ("; try --cache-frozen disk" if self.mode == "ram" else "; free some space or use no cache"))
 
 
 def estimate_cache(model: YOLO, plan: FreezePlan, datasets: Sequence[DetectionDataset], mode: str, dtype: str,
-                   directory: str | Path | None = None, augment: bool = False) -> CacheEstimate:
+                   directory: str | Path | None = None, augment: bool = False,
+                   copies: Sequence[int] | None = None) -> CacheEstimate:
     """The size of the frozen-prefix cache of ``datasets`` (each item at its letterbox shape) against the RAM or
     the free disk space of ``directory``; raises when the plan is not cacheable (:class:`CacheNotApplicable`) or
     the cache would not fit (:class:`CacheTooLarge`, needed against available).
+
+    ``copies``: per dataset, how many processes on this machine hold its entries in RAM (default one each; a
+    ``"disk"`` cache is one set of files whatever the count).
 
     Raises ValueError for an unknown ``mode`` or ``dtype``.
     """
@@ -173,15 +182,17 @@ def estimate_cache(model: YOLO, plan: FreezePlan, datasets: Sequence[DetectionDa
         raise ValueError(f"cache mode {mode!r} / dtype {dtype!r}: choose from {', '.join(MODES)} / "
                          f"{', '.join(DTYPES)}")
     start = require_cacheable(plan, augment)
-    total = sum(feature_bytes(model, start, tuple(int(s) for s in shape), dtype)
-                for dataset in datasets for shape in dataset.shapes)
+    copies = [1] * len(datasets) if copies is None or mode == "disk" else list(copies)
+    total = sum(count * feature_bytes(model, start, tuple(int(s) for s in shape), dtype)
+                for dataset, count in zip(datasets, copies) for shape in dataset.shapes)
     stored = 0
     if mode == "disk" and directory is not None and Path(directory).is_dir():
         stored = sum(f.stat().st_size for f in Path(directory).rglob("*.pt"))
     imgsz = datasets[0].imgsz if datasets else 0
     estimate = CacheEstimate(mode, dtype, start, tuple(model.boundary(start)), sum(len(d) for d in datasets), imgsz,
                              feature_bytes(model, start, (imgsz, imgsz), dtype), total, max(total - stored, 0),
-                             available_bytes(mode, directory), "RAM" if mode == "ram" else f"disk at {directory}")
+                             available_bytes(mode, directory), "RAM" if mode == "ram" else f"disk at {directory}",
+                             max(copies, default=1))
     if not estimate.fits:
         raise CacheTooLarge(estimate.refusal())
     return estimate

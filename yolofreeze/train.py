@@ -560,12 +560,16 @@ def feature_datasets(model: YOLO, data: DatasetInfo, cfg: TrainConfig) -> dict[s
 def estimate_feature_cache(model: YOLO, data: DatasetInfo, cfg: TrainConfig, plan: FreezePlan, mode: str,
                            dtype: str, directory: str | Path) -> CacheEstimate:
     """The size of ``--cache-frozen mode`` for a run (train and val images) against the available RAM or the free
-    disk space at ``directory``, before anything is computed.
+    disk space at ``directory``, before anything is computed. Under ``torchrun`` every training process on this
+    machine holds the training images' outputs in RAM (each epoch shuffles which images a process gets); only
+    rank 0 validates.
 
     Raises CacheNotApplicable (with the reason) or CacheTooLarge (needed against available).
     """
-    return estimate_cache(model, plan, list(feature_datasets(model, data, cfg).values()), mode, dtype,
-                          Path(directory) / FEATURE_CACHE_DIR)
+    datasets = feature_datasets(model, data, cfg)
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun: processes on this machine
+    return estimate_cache(model, plan, [datasets["train"], datasets["val"]], mode, dtype,
+                          Path(directory) / FEATURE_CACHE_DIR, copies=[processes, 1])
 
 
 def _columns(row: dict[str, float]) -> list[str]:
