@@ -25,12 +25,11 @@ from yolofreeze.data import check_dataset, format_report, resolve_dataset
 from yolofreeze.evaluate import format_result
 from yolofreeze.freeze import BN_MODES, FreezePlan, FrozenTensorChanged, format_audit
 from yolofreeze.model import YOLO, build_model, with_class_names
-from yolofreeze.monitor import format_memory
 from yolofreeze.monitor.gradnorm import format_grad_norm_summary
 from yolofreeze.optim import TrainConfig, accumulate
 from yolofreeze.runs import new_run_dir
 from yolofreeze.train import Distributed, Trainer, TrainingDiverged, TrainSummary, estimate_feature_cache, \
-    seed_everything
+    format_plan_memory, seed_everything
 
 EXIT_DIVERGED = 1
 # The embedded first run: small enough for a 2-core CPU in a few minutes, offline (no pretrained download).
@@ -220,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = resumed_run(args, dist) if args.resume else new_run(args, dist)
     if dist.main:
         if not args.resume:
-            print(format_memory(trainer.profile_memory()))
+            print(format_plan_memory(trainer.profile_memory()))
         cfg = trainer.cfg
         print(f"training {cfg.epochs} epochs on {len(trainer.data.splits['train'])} images "
               f"({trainer.nb} batches of {cfg.batch // dist.world_size}"

@@ -120,6 +120,22 @@ def test_every_phase_is_in_the_audit_with_its_digests(uninterrupted):
     assert phases[2]["digests"] == {}
 
 
+def test_memory_json_measures_every_phase_and_reports_the_largest(uninterrupted):
+    memory = json.loads((uninterrupted.run_dir / "memory.json").read_text())
+    params = dict(uninterrupted.model.named_parameters())
+    phases = memory["phases"]
+    assert [p["first_epoch"] for p in phases] == [1, 2, 3]
+    assert [p["frozen_blocks"] for p in phases] == [list(range(22)), [0, 1, 2, 3], []]
+    for phase in phases:
+        trainable = 4 * sum(p.numel() for n, p in params.items()
+                            if block_of(n) not in phase["frozen_blocks"] and ".dfl." not in n)
+        assert phase["gradients_bytes"] == phase["optimizer_state_bytes"] == trainable
+    totals = [p["estimated_total_bytes"] for p in phases]
+    saved = [p["saved_activations_bytes"] for p in phases]
+    assert totals[0] < totals[1] < totals[2] and saved[0] < saved[1] < saved[2]
+    assert memory["estimated_total_bytes"] == totals[2] and memory["frozen_blocks"] == []
+
+
 @pytest.mark.parametrize("stop_after", [1, 2])
 def test_a_run_interrupted_at_a_phase_boundary_resumes_to_the_same_weights(stop_after, data, uninterrupted,
                                                                            tmp_path):

@@ -8,7 +8,8 @@ What a row holds and where it comes from (each run folder is what ``train.py`` w
 - ``results.csv``: time per epoch (mean of ``epoch_seconds``) and the training time (their sum), the training loss
   of the first and last epoch, mAP@50 per epoch (plots), the CUDA peak reserved memory (max over epochs);
 - ``memory.json``: on CPU the peak memory is the step breakdown's estimate (parameters + gradients + optimiser
-  state + saved activations), on CUDA the measured peak reserved memory of training;
+  state + saved activations; with ``--unfreeze`` of the phase that takes the most), on CUDA the measured peak
+  reserved memory of training;
 - ``freeze_audit.json``: frozen blocks and trainable parameters;
 - ``grad_norms.csv``: the total gradient norm per step: mean, coefficient of variation, early mean, curves.
 

@@ -255,14 +255,15 @@ def check_trainer_flags(common: list[str]) -> None:
 
 def print_dry_run(runs: Sequence[StudyRun], study_dir: Path, common: list[str]) -> None:
     """The plan without training: a table of the runs and their state, then per run its freeze audit and the
-    memory of one training step measured on a copy of the (randomly initialised) model with a real batch."""
+    memory of one training step (per ``--unfreeze`` phase) measured on a copy of the (randomly initialised) model
+    with a real batch."""
     import train as train_cli
     from .data import build_dataloader, resolve_dataset
     from .freeze import FreezePlan, format_audit
     from .loss import build_loss
     from .model import build_model
-    from .monitor.memory import format_memory, profile_training_step
-    from .optim import TrainConfig, build_optimizer
+    from .optim import TrainConfig
+    from .train import format_plan_memory, profile_plan_memory
 
     print(f"study {study_dir}: {len(runs)} runs")
     print(f"{'#':>3}  {'run':<40} {'weights':<24} state")
@@ -281,13 +282,11 @@ def print_dry_run(runs: Sequence[StudyRun], study_dir: Path, common: list[str]) 
         plan = plan.with_lr_mult(flags.lr_mult, model) if flags.lr_mult else plan
         plan.apply(model)
         batch_data = next(iter(build_dataloader(info.splits["train"][:batch], imgsz, batch)))
-        breakdown = profile_training_step(
-            model, build_loss(model), batch_data.images.float() / 255, batch_data.targets,
-            lambda m: build_optimizer(m, TrainConfig(batch=batch, imgsz=imgsz), plan.trainable, plan.lr_split()),
-            plan.set_train_mode)
+        phases = profile_plan_memory(model, plan, TrainConfig(batch=batch, imgsz=imgsz), build_loss(model),
+                                     batch_data.images.float() / 255, batch_data.targets)
         print(f"\n== {run.name} (start: {run.weights}) ==\n{format_audit(plan.audit(model))}\n"
-              f"{format_memory(breakdown)}")
-        del model, breakdown
+              f"{format_plan_memory(phases)}")
+        del model, phases
 
 
 @entry_point

@@ -48,7 +48,7 @@ from .loss import build_loss
 from .model import YOLO
 from .data.loader import collate
 from .monitor.gradnorm import GradNormMonitor, keep_epochs, summarize_grad_norms
-from .monitor.memory import MemoryBreakdown, profile_training_step
+from .monitor.memory import MemoryBreakdown, format_memory, profile_training_step
 from .optim import GROUPS, ModelEMA, TrainConfig, apply_schedule, build_optimizer, optimizer_step, regroup, step_due
 from .plots import plot_grad_norms, plot_results
 from .runs import RESULTS_COLUMNS, append_results, read_results, write_args
@@ -299,24 +299,21 @@ class Trainer:
         """``<run>/memory.json``: the memory breakdown of one training step."""
         return self.run_dir / "memory.json"
 
-    def profile_memory(self) -> MemoryBreakdown:
-        """Measure one real training step (forward, loss, backward, SGD step) of a copy of the model under the
-        current plan on the first training images (one process's batch), write ``memory.json`` and return it.
+    def profile_memory(self) -> list[PhaseMemory]:
+        """Measure one real training step (forward, loss, backward, SGD step) of a copy of the model in each phase
+        of the plan (with ``--unfreeze`` the later phases train more blocks, so they take more memory) on the first
+        training images (one process's batch), write ``memory.json`` (:func:`memory_record`) and return them.
         The model, optimiser, RNG and data order are untouched (see :func:`profile_training_step`)."""
         dataset = self.loader.dataset
         samples = [dataset[k] for k in range(len(dataset))[:self.cfg.batch // self.dist.world_size]]
         batch = collate(samples)
         if not batch.meta:
             raise ValueError(f"none of the first {len(samples)} training images could be read")
-        images = batch.images.to(self.device).float() / 255
-        breakdown = profile_training_step(
-            self.model, self.criterion, images, batch.targets.to(self.device),
-            lambda model: build_optimizer(model, self.cfg, self.plan.trainable, self.schedule.lr_split()),
-            self.plan.set_train_mode)
-        record = {**breakdown.to_dict(), "arch": self.model.arch, "frozen_blocks": sorted(self.plan.frozen),
-                  "frozen_bn": self.plan.frozen_bn}
-        self.memory_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
-        return breakdown
+        phases = profile_plan_memory(self.model, self.schedule, self.cfg, self.criterion,
+                                     batch.images.to(self.device).float() / 255, batch.targets.to(self.device))
+        self.memory_path.write_text(json.dumps(memory_record(self.model, self.schedule, phases), indent=1),
+                                    encoding="utf-8")
+        return phases
 
     @property
     def grad_norms_path(self) -> Path:
@@ -540,6 +537,53 @@ class Trainer:
             keep_epochs(self.grad_norms_path, state["epoch"])
 
 
+@dataclass(frozen=True)
+class PhaseMemory:
+    """The memory of one training step in the phase of a plan that begins at ``first_epoch`` (0-based)."""
+
+    first_epoch: int
+    plan: FreezePlan
+    breakdown: MemoryBreakdown
+
+
+def profile_plan_memory(model: YOLO, schedule: FreezePlan, cfg: TrainConfig, criterion, images: torch.Tensor,
+                        targets: torch.Tensor) -> list[PhaseMemory]:
+    """One measured training step per phase of ``schedule`` (:func:`profile_training_step` on a copy of ``model``
+    with that phase's frozen blocks and batch-norm policy, and the recipe's SGD). ``images (B, 3, H, W)`` in
+    [0, 1] and ``targets (M, 6)`` on the model's device; ``criterion`` as :func:`build_loss` makes it."""
+    def measure(plan: FreezePlan) -> MemoryBreakdown:
+        return profile_training_step(model, criterion, images, targets,
+                                     lambda m: build_optimizer(m, cfg, plan.trainable, schedule.lr_split()),
+                                     lambda m: plan.set_train_mode(plan.apply(m)))
+
+    return [PhaseMemory(first, schedule.at(first), measure(schedule.at(first))) for first, _ in schedule.phases()]
+
+
+def memory_record(model: YOLO, schedule: FreezePlan, phases: list[PhaseMemory]) -> dict:
+    """``memory.json``: the breakdown of the phase with the largest estimated total (the run's peak; the only
+    phase without ``--unfreeze``) with ``arch``, its ``frozen_blocks`` and ``frozen_bn``; with more than one
+    phase, ``phases``: each phase's ``first_epoch`` (1-based), ``frozen_blocks`` and breakdown."""
+    peak = max(phases, key=lambda p: p.breakdown.estimated_total_bytes)
+    record = {**peak.breakdown.to_dict(), "arch": model.arch, "frozen_blocks": sorted(peak.plan.frozen),
+              "frozen_bn": schedule.frozen_bn}
+    if len(phases) > 1:
+        record["phases"] = [{"first_epoch": p.first_epoch + 1, "frozen_blocks": sorted(p.plan.frozen),
+                             **p.breakdown.to_dict()} for p in phases]
+    return record
+
+
+def format_plan_memory(phases: list[PhaseMemory]) -> str:
+    """The first phase's memory table (:func:`format_memory`), then with ``--unfreeze`` one line per phase."""
+    lines = [format_memory(phases[0].breakdown)]
+    for phase in phases if len(phases) > 1 else ():
+        b = phase.breakdown
+        lines.append(f"from epoch {phase.first_epoch + 1} (frozen: {phase.plan.label}): estimated total "
+                     f"{b.estimated_total_bytes / 2**20:.2f} MiB (gradients {b.gradients_bytes / 2**20:.2f}, "
+                     f"optimizer state {b.optimizer_state_bytes / 2**20:.2f}, saved activations "
+                     f"{b.saved_activations_bytes / 2**20:.2f})")
+    return "\n".join(lines)
+
+
 FEATURE_CACHE_DIR = "feature_cache"  # under the run folder: the disk entries of --cache-frozen disk
 
 
@@ -587,5 +631,5 @@ def _rewrite_results(path: Path, epochs_done: int, last_row: dict[str, float]) -
         append_results(path, row)
 
 
-__all__ = ["Distributed", "TrainSummary", "Trainer", "TrainingDiverged", "estimate_feature_cache", "fitness",
-           "seed_everything"]
+__all__ = ["Distributed", "PhaseMemory", "TrainSummary", "Trainer", "TrainingDiverged", "estimate_feature_cache",
+           "fitness", "format_plan_memory", "memory_record", "profile_plan_memory", "seed_everything"]
