@@ -253,7 +253,7 @@ def test_a_stale_key_is_rebuilt_never_reused(demo_yaml, tmp_path):
     ("none", "eval", None, False, "nothing is frozen"),
     ("0-3,5", "eval", None, False, "the frozen blocks (0, 1, 2, 3, 5) are not a prefix 0-4"),
     ("fr2", "train", None, False, "batch-norm is in train mode (--frozen-bn train)"),
-    ("fr2", "eval", "2:fr1", False, "an --unfreeze schedule changes the frozen blocks"),
+    ("fr3", "eval", "1:0-3,5", False, "the frozen blocks (0, 1, 2, 3, 5) from epoch 2 are not a prefix 0-4"),
     ("fr2", "eval", None, True, "augmentation changes the images"),
 ])
 def test_each_inapplicable_plan_is_refused_with_its_reason(freeze, bn, unfreeze, augment, reason, demo_yaml,
@@ -267,6 +267,45 @@ def test_each_inapplicable_plan_is_refused_with_its_reason(freeze, bn, unfreeze,
     with pytest.raises(CacheNotApplicable, match="--cache-frozen does not apply"):
         estimate_cache(model, plan, [dataset], "ram", "fp32", augment=augment)
     assert why_not_cacheable(FreezePlan.parse("fr2", model)) is None
+
+
+def test_with_unfreeze_each_phase_caches_its_own_prefix_and_training_is_unchanged(demo_yaml, tmp_path):
+    """fr3, then fr1 after epoch 1, then nothing frozen after epoch 2: the cache is built for blocks 0-21, then
+    0-3, and the last phase trains on images; every training step's losses equal the uncached run's."""
+    data = resolve_dataset(demo_yaml)
+    built = []
+    build = FeatureCache._build
+
+    def counting(self, model, positions):
+        built.append((self.start, len(positions)))
+        return build(self, model, positions)
+
+    losses, trainers = {}, {}
+    for label, cache in (("plain", None), ("cached", "ram")):
+        seed_everything(0)
+        model = build_model("yolov8n", names=list(DEMO_NAMES))
+        plan = FreezePlan.parse("fr3", model).with_unfreeze("1:fr1,2:none", model)
+        cfg = TrainConfig(epochs=3, batch=4, nbs=4, imgsz=IMGSZ, seed=0, patience=0, warmup_epochs=0)
+        (tmp_path / label).mkdir()
+        trainers[label] = Trainer(model, data, cfg, tmp_path / label, plan, workers=0, progress=False,
+                                  grad_norms=False, cache_frozen=cache)
+        FeatureCache._build = counting
+        try:
+            losses[label] = _fit_recording_losses(trainers[label])
+        finally:
+            FeatureCache._build = build
+    trained, validated = len(data.splits["train"]), len(data.splits["val"])
+    assert built == [(22, trained), (22, validated), (4, trained), (4, validated)]  # epoch 3: images
+    estimate, model = trainers["cached"].cache_estimate, trainers["cached"].model
+    per_image = {start: feature_bytes(model, start, (IMGSZ, IMGSZ), "fp32") for start in (22, 4)}
+    largest = max(per_image, key=per_image.get)  # the cache holds one phase's outputs at a time
+    assert (estimate.start, estimate.phases, estimate.per_image) == (largest, 2, per_image[largest])
+    assert "the largest of 2 --unfreeze phases' caches" in estimate.describe()
+    assert len(losses["plain"]) == len(losses["cached"]) == 3 * trainers["plain"].nb
+    assert _relative(losses["cached"], losses["plain"]) <= 1e-5
+    plain, cached = (read_results(tmp_path / label / "results.csv") for label in ("plain", "cached"))
+    for column in ("val/box_loss", "val/cls_loss", "val/dfl_loss"):
+        assert cached[column] == pytest.approx(plain[column], rel=1e-5), column
 
 
 def test_the_estimate_counts_the_boundary_outputs_at_every_letterbox_shape(demo_yaml):
@@ -314,7 +353,7 @@ def test_a_cache_that_does_not_fit_is_refused_with_needed_and_available(mode, de
 @pytest.mark.parametrize("argv, message", [
     (["--freeze", "0-3,5", "--cache-frozen", "ram"], "not a prefix 0-4"),
     (["--freeze", "fr2", "--frozen-bn", "train", "--cache-frozen", "disk"], "--frozen-bn train"),
-    (["--freeze", "fr2", "--unfreeze", "1:fr1", "--epochs", "2", "--cache-frozen", "ram"], "--unfreeze schedule"),
+    (["--freeze", "fr2", "--unfreeze", "1:0-2,4", "--epochs", "2", "--cache-frozen", "ram"], "from epoch 2 are not"),
     (["--freeze", "fr2", "--cache-dtype", "fp16"], "--cache-dtype fp16 applies with --cache-frozen"),
     (["--freeze", "fr2", "--cache-frozen", "ram"], "needs 3.3 MB"),
 ])

@@ -28,7 +28,7 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -60,26 +60,29 @@ class CacheTooLarge(ValueError):
 def why_not_cacheable(plan: FreezePlan, augment: bool = False) -> str | None:
     """Why the frozen prefix's outputs are not fixed under ``plan`` (one sentence), or None when they are.
 
-    Cacheable means: the frozen blocks are ``0 … k-1`` with ``k >= 1``, their batch-norm in eval mode, no
-    ``--unfreeze`` schedule and no augmentation.
+    Cacheable means: in every phase of the plan (``--unfreeze``) the frozen blocks are ``0 … k-1`` (``k >= 1``
+    in at least one phase; a phase with nothing frozen runs without the cache), their batch-norm in eval mode,
+    and no augmentation.
     """
-    if not plan.frozen:
+    phases = [(first, plan.at(first)) for first, _ in plan.phases()]
+    if not any(phase.frozen for _, phase in phases):
         return "nothing is frozen, so there is no frozen prefix to cache"
-    if plan.frozen != frozenset(range(len(plan.frozen))):
-        return (f"the frozen blocks ({plan.label}) are not a prefix 0-{len(plan.frozen) - 1}: a trainable block "
-                f"sits among them, so their outputs change as it trains")
+    for first, phase in phases:
+        if phase.frozen != frozenset(range(len(phase.frozen))):
+            when = f" from epoch {first + 1}" if plan.unfreeze else ""
+            return (f"the frozen blocks ({phase.label}){when} are not a prefix 0-{len(phase.frozen) - 1}: a "
+                    f"trainable block sits among them, so their outputs change as it trains")
     if plan.frozen_bn == "train":
         return ("the frozen blocks' batch-norm is in train mode (--frozen-bn train): their statistics and outputs "
                 "change every step")
-    if plan.unfreeze:
-        return "an --unfreeze schedule changes the frozen blocks during training"
     if augment:
         return "augmentation changes the images, so the frozen blocks' outputs, every epoch"
     return None
 
 
 def require_cacheable(plan: FreezePlan, augment: bool = False) -> int:
-    """The prefix length ``k`` (blocks ``0 … k-1`` frozen); raises :class:`CacheNotApplicable` with the reason."""
+    """The prefix length ``k`` (blocks ``0 … k-1`` frozen; with ``--unfreeze`` in the first phase);
+    raises :class:`CacheNotApplicable` with the reason."""
     reason = why_not_cacheable(plan, augment)
     if reason is not None:
         raise CacheNotApplicable(f"--cache-frozen does not apply: {reason}")
@@ -139,6 +142,7 @@ class CacheEstimate:
     available: int
     where: str
     processes: int = 1  # processes on this machine that each hold the training images' outputs (RAM, torchrun)
+    phases: int = 1  # with --unfreeze: the phases with a frozen prefix; this estimate is the largest one's
 
     @property
     def fits(self) -> bool:
@@ -146,8 +150,10 @@ class CacheEstimate:
         return self.needed <= HEADROOM * self.available
 
     @property
-    def _copies(self) -> str:
-        return "" if self.processes == 1 else f" (each of {self.processes} processes holds the training outputs)"
+    def _notes(self) -> str:
+        copies = "" if self.processes == 1 else f" (each of {self.processes} processes holds the training outputs)"
+        return copies + ("" if self.phases == 1 else f" (the largest of {self.phases} --unfreeze phases' caches, "
+                                                     f"held one at a time)")
 
     def describe(self) -> str:
         """One line for the user."""
@@ -155,12 +161,12 @@ class CacheEstimate:
         return (f"frozen-prefix cache ({self.mode}, {self.dtype}): outputs of blocks "
                 f"{', '.join(map(str, self.blocks))} (training starts at block {self.start}) for {self.images} images, "
                 f"{_size(self.per_image)} per {self.imgsz}x{self.imgsz} image, {_size(self.total)} in all"
-                f"{self._copies}{stored}; {_size(self.available)} {self.where} available")
+                f"{self._notes}{stored}; {_size(self.available)} {self.where} available")
 
     def refusal(self) -> str:
         """Why it does not fit: needed against available."""
         return (f"--cache-frozen {self.mode} needs {_size(self.needed)} for the {self.dtype} outputs of blocks "
-                f"{', '.join(map(str, self.blocks))} of {self.images} images{self._copies}, but only "
+                f"{', '.join(map(str, self.blocks))} of {self.images} images{self._notes}, but only "
                 f"{_size(self.available)} {self.where} is available (the cache may use {HEADROOM:.0%} of it)"
                 + ("; try --cache-dtype fp16" if self.dtype == "fp32" else "")
                 + ("; try --cache-frozen disk" if self.mode == "ram" else "; free some space or use no cache"))
@@ -171,7 +177,8 @@ def estimate_cache(model: YOLO, plan: FreezePlan, datasets: Sequence[DetectionDa
                    copies: Sequence[int] | None = None) -> CacheEstimate:
     """The size of the frozen-prefix cache of ``datasets`` (each item at its letterbox shape) against the RAM or
     the free disk space of ``directory``; raises when the plan is not cacheable (:class:`CacheNotApplicable`) or
-    the cache would not fit (:class:`CacheTooLarge`, needed against available).
+    the cache would not fit (:class:`CacheTooLarge`, needed against available). With ``--unfreeze`` the cache
+    holds one phase's outputs at a time: the estimate is that of the phase whose outputs take the most.
 
     ``copies``: per dataset, how many processes on this machine hold its entries in RAM (default one each; a
     ``"disk"`` cache is one set of files whatever the count).
@@ -181,18 +188,22 @@ def estimate_cache(model: YOLO, plan: FreezePlan, datasets: Sequence[DetectionDa
     if mode not in MODES or dtype not in DTYPES:
         raise ValueError(f"cache mode {mode!r} / dtype {dtype!r}: choose from {', '.join(MODES)} / "
                          f"{', '.join(DTYPES)}")
-    start = require_cacheable(plan, augment)
+    require_cacheable(plan, augment)
     copies = [1] * len(datasets) if copies is None or mode == "disk" else list(copies)
-    total = sum(count * feature_bytes(model, start, tuple(int(s) for s in shape), dtype)
-                for dataset, count in zip(datasets, copies) for shape in dataset.shapes)
     stored = 0
     if mode == "disk" and directory is not None and Path(directory).is_dir():
         stored = sum(f.stat().st_size for f in Path(directory).rglob("*.pt"))
     imgsz = datasets[0].imgsz if datasets else 0
-    estimate = CacheEstimate(mode, dtype, start, tuple(model.boundary(start)), sum(len(d) for d in datasets), imgsz,
-                             feature_bytes(model, start, (imgsz, imgsz), dtype), total, max(total - stored, 0),
-                             available_bytes(mode, directory), "RAM" if mode == "ram" else f"disk at {directory}",
-                             max(copies, default=1))
+    estimates = []
+    for start in sorted({len(plan.at(first).frozen) for first, _ in plan.phases()} - {0}):
+        total = sum(count * feature_bytes(model, start, tuple(int(s) for s in shape), dtype)
+                    for dataset, count in zip(datasets, copies) for shape in dataset.shapes)
+        estimates.append(CacheEstimate(
+            mode, dtype, start, tuple(model.boundary(start)), sum(len(d) for d in datasets), imgsz,
+            feature_bytes(model, start, (imgsz, imgsz), dtype), total, max(total - stored, 0),
+            available_bytes(mode, directory), "RAM" if mode == "ram" else f"disk at {directory}",
+            max(copies, default=1)))
+    estimate = replace(max(estimates, key=lambda e: e.total), phases=len(estimates))
     if not estimate.fits:
         raise CacheTooLarge(estimate.refusal())
     return estimate

@@ -173,7 +173,8 @@ class Trainer:
         grad_norms: log per-step gradient norms (``grad_norms.csv``, ``grad_norm/*`` columns, ``grad_norms.png``).
         cache_frozen: ``"ram"`` or ``"disk"``: compute the frozen prefix's outputs for the train and val images once
             and run the model from the first trainable block (:mod:`yolofreeze.cache`; disk entries go to
-            ``<run>/feature_cache`` and are deleted when ``fit`` ends); None: no cache.
+            ``<run>/feature_cache`` and are deleted when ``fit`` ends; with ``--unfreeze`` each phase with a frozen
+            prefix caches its own prefix's outputs, a phase with nothing frozen trains on images); None: no cache.
         cache_dtype: ``"fp32"`` or ``"fp16"``: how the cached outputs are stored.
 
     Raises CacheNotApplicable (the plan's frozen outputs are not fixed) or CacheTooLarge with ``cache_frozen``.
@@ -218,8 +219,12 @@ class Trainer:
                                        workers=workers, seed=cfg.seed, cache=cache, stride=stride,
                                        sampler=self.sampler)
         self.nb = len(self.loader)
+        self.cache_mode, self.cache_dtype = cache_frozen, cache_dtype
         self.cache_estimate: CacheEstimate | None = None  # with cache_frozen: its size, checked against RAM/disk
-        self.feature_caches = self._feature_caches(cache_frozen, cache_dtype) if cache_frozen else {}
+        if cache_frozen:
+            self.cache_estimate = estimate_feature_cache(self.model, self.data, self.cfg, self.schedule, cache_frozen,
+                                                         cache_dtype, self.run_dir)
+        self.feature_caches = self._feature_caches()
         self.grad_norms = GradNormMonitor(self.model) if grad_norms and self.dist.main else None
         self.network = self._wrap()
 
@@ -231,14 +236,17 @@ class Trainer:
         return DistributedDataParallel(self.model,
                                        device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    def _feature_caches(self, mode: str, dtype: str) -> dict[str, FeatureCache]:
-        """The frozen-prefix caches of the train and val splits (nothing computed yet: see ``refresh``)."""
-        self.cache_estimate = estimate_feature_cache(self.model, self.data, self.cfg, self.schedule, mode, dtype,
-                                                     self.run_dir)
+    def _feature_caches(self) -> dict[str, FeatureCache]:
+        """The frozen-prefix caches of the train and val splits for the current phase (nothing computed yet: see
+        ``refresh``); none without ``cache_frozen`` or in a phase with nothing frozen. A later phase's caches use
+        the same folder: the entries of the previous phase, which no key names any more, go at their refresh."""
+        if not self.cache_mode or not self.plan.frozen:
+            return {}
         datasets = {**feature_datasets(self.model, self.data, self.cfg), "train": self.loader.dataset}
         batches = {"train": self.loader.batch_size, "val": validation_batch(self.cfg)}
-        return {split: FeatureCache(dataset, self.schedule, mode, dtype, self.run_dir / FEATURE_CACHE_DIR / split,
-                                    self.workers, batches[split], amp=self.amp and split == "train")
+        return {split: FeatureCache(dataset, self.plan, self.cache_mode, self.cache_dtype,
+                                    self.run_dir / FEATURE_CACHE_DIR / split, self.workers, batches[split],
+                                    amp=self.amp and split == "train")
                 for split, dataset in datasets.items()}
 
     def epoch_batches(self) -> Iterable:
@@ -280,7 +288,7 @@ class Trainer:
                 break
         for cache in self.feature_caches.values():
             cache.clear()
-        if self.feature_caches and self.dist.main:
+        if self.cache_mode and self.dist.main:
             shutil.rmtree(self.run_dir / FEATURE_CACHE_DIR, ignore_errors=True)
         grad_summary = {}
         if self.dist.main and (self.run_dir / "results.csv").is_file():
@@ -323,8 +331,8 @@ class Trainer:
     def enter_phase(self, epoch: int) -> bool:
         """Switch to the plan's phase for ``epoch`` (0-based) when it differs from the current one: set which
         parameters require gradients, regroup the optimiser (newly trainable parameters start with fresh state;
-        newly frozen ones drop their pending gradient and state) and rebuild the DDP wrapper. Returns whether
-        the phase changed."""
+        newly frozen ones drop their pending gradient and state), rebuild the DDP wrapper and, with
+        ``cache_frozen``, the frozen-prefix caches for the new prefix. Returns whether the phase changed."""
         plan = self.schedule.at(epoch)
         if plan.frozen == self.plan.frozen:
             return False
@@ -335,6 +343,7 @@ class Trainer:
                 param.grad = None
         regroup(self.optimizer, self.model, plan.trainable, self.cfg, self.schedule.lr_split())
         self.network = self._wrap()
+        self.feature_caches = self._feature_caches()
         return True
 
     @property
