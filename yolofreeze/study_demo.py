@@ -1,7 +1,7 @@
 """The offline miniature of the layer-freezing paper (``python -m yolofreeze.study --demo``).
 
-A real transfer-learning experiment with nothing to download, about 7 minutes on a 2-core CPU (measured: 7 min 2 s
-with the pretraining, 5½ min with the source model cached):
+A real transfer-learning experiment with nothing to download, 7 to 10 minutes on a 2-core CPU (measured: 7 min 2 s
+and 10 min 17 s with the pretraining, which takes about 1.5 min and is cached):
 
 1. **Source domain, pretraining** (once, then cached): yolov8n trained from scratch on the embedded ``demo``
    dataset (shapes under power lines on a grey sky; ``python train.py``'s run: 10 epochs at 160 px). Its best
