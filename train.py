@@ -76,8 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache", action="store_true", help="keep decoded training images in RAM")
     parser.add_argument("--cache-frozen", choices=MODES, default=None,
                         help="compute the frozen prefix's outputs once (train and val images) and keep them in ram "
-                             "or on disk (the run folder; deleted at the end); needs frozen blocks 0..k-1 with "
-                             "--frozen-bn eval and no --unfreeze")
+                             "or on disk (the run folder; deleted at the end); needs frozen blocks 0..k-1 (in "
+                             "every --unfreeze phase) with --frozen-bn eval")
     parser.add_argument("--cache-dtype", choices=tuple(DTYPES), default=None,
                         help="storage of --cache-frozen outputs: fp32 (exact) or fp16 (half the size; default fp32)")
     parser.add_argument("--no-amp", action="store_true", help="full float32 on CUDA (AMP is never used on CPU)")
@@ -136,10 +136,8 @@ def new_run(args: argparse.Namespace, dist: Distributed) -> Trainer:
         plan.check_schedule(cfg.epochs)
     if args.lr_mult:
         plan = plan.with_lr_mult(args.lr_mult, model)
-    if args.cache_frozen:
-        estimate = estimate_feature_cache(model, info, cfg, plan, args.cache_frozen, args.cache_dtype, args.project)
-        if dist.main:
-            print(estimate.describe())
+    if args.cache_frozen:  # refuse before the run folder exists; the trainer's own estimate is printed
+        estimate_feature_cache(model, info, cfg, plan, args.cache_frozen, args.cache_dtype, args.project)
     name = args.name or f"{info.root.name}-{model.arch}-freeze{'_'.join(args.freeze)}"
     run_dir = dist.broadcast(new_run_dir(args.project, name) if dist.main else None)
     device_name = args.device or default_device()
@@ -179,8 +177,6 @@ def resumed_run(args: argparse.Namespace, dist: Distributed) -> Trainer:
                       grad_norms=settings["grad_norms"] == "on", cache_frozen=settings.get("cache_frozen"),
                       cache_dtype=settings.get("cache_dtype") or "fp32")
     trainer.restore(ckpt)
-    if dist.main and trainer.cache_estimate is not None:
-        print(trainer.cache_estimate.describe())
     return trainer
 
 
@@ -218,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("yolofreeze.data").setLevel(logging.WARNING)
     trainer = resumed_run(args, dist) if args.resume else new_run(args, dist)
     if dist.main:
+        if trainer.cache_estimate is not None:
+            print(trainer.cache_estimate.describe())
         if not args.resume:
             print(format_plan_memory(trainer.profile_memory()))
         cfg = trainer.cfg

@@ -27,9 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
+from typing import TYPE_CHECKING
 
 from .cli import ArgumentParser, entry_point, non_negative_int, positive_int
 from .freeze import PRESETS
+
+if TYPE_CHECKING:
+    from .data import DatasetInfo
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
 STRATEGIES = ("scratch", "none", "fr1", "fr2", "fr3")
@@ -205,7 +209,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--report-only", action="store_true", help="rebuild the report of the finished runs")
     parser.add_argument("--demo", action="store_true",
                         help="the offline miniature of the paper: pretrain on a generated source domain, then the "
-                             "study on a generated target domain (about 10 CPU minutes)")
+                             "study on a generated target domain (7 to 10 CPU minutes)")
     args, passthrough = parser.parse_known_args(argv)
     for flag in ("--model", "--freeze", "--project", "--name", "--resume", "--weights"):
         if flag in passthrough:
@@ -253,12 +257,12 @@ def check_trainer_flags(common: list[str]) -> None:
     train_cli.parse_args(common)
 
 
-def print_dry_run(runs: Sequence[StudyRun], study_dir: Path, common: list[str]) -> None:
+def print_dry_run(runs: Sequence[StudyRun], study_dir: Path, common: list[str], datasets: dict[str, DatasetInfo]) -> None:
     """The plan without training: a table of the runs and their state, then per run its freeze audit and the
     memory of one training step (per ``--unfreeze`` phase) measured on a copy of the (randomly initialised) model
-    with a real batch."""
+    with a real batch. ``datasets``: each run's ``data`` resolved (:func:`yolofreeze.data.resolve_dataset`)."""
     import train as train_cli
-    from .data import build_dataloader, resolve_dataset
+    from .data import build_dataloader
     from .freeze import FreezePlan, format_audit
     from .loss import build_loss
     from .model import build_model
@@ -270,7 +274,6 @@ def print_dry_run(runs: Sequence[StudyRun], study_dir: Path, common: list[str]) 
     for k, run in enumerate(runs, start=1):
         print(f"{k:>3}  {run.name:<40} {run.weights:<24} {run_status(study_dir / run.name)}")
     flags = train_cli.parse_args(common)
-    datasets = {run.data: resolve_dataset(run.data) for run in runs}
     for run in runs:
         demo = run.data.lower() == "demo"
         defaults = train_cli.DEMO_DEFAULTS if demo else train_cli.RECIPE_DEFAULTS
@@ -302,12 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(TRAIN_SCRIPT.parent))
     check_trainer_flags(common)
     from .data import resolve_dataset
-    for dataset in datasets:  # a missing dataset stops the study before any run (one line, exit 2)
-        resolve_dataset(dataset)
+    resolved = {dataset: resolve_dataset(dataset) for dataset in datasets}  # a missing one stops the study here
     name = args.name or "_".join([*map(dataset_label, datasets), *models])
     study_dir = Path(args.project) / name
     if args.dry_run:
-        print_dry_run(runs, study_dir, common)
+        print_dry_run(runs, study_dir, common, resolved)
         return 0
     study_dir.mkdir(parents=True, exist_ok=True)
     print(f"study {study_dir}: {len(runs)} runs ({len(datasets)} datasets x {len(models)} models x "
