@@ -47,6 +47,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 from bench_data_eval import SHARED, absolute_yaml  # noqa: E402
 from bench_train import ORACLE_NO_AUGMENT, ORACLE_RECIPE, RECIPE_FIELDS, comma_list, same_start  # noqa: E402
 from oracle import ultralytics  # noqa: E402
+from quick import parse_with_quick  # noqa: E402
 from yolofreeze.convert import load_model, save_checkpoint  # noqa: E402
 from yolofreeze.data import resolve_dataset  # noqa: E402
 from yolofreeze.freeze import FreezePlan  # noqa: E402
@@ -166,11 +167,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the oracle's choice)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-oracle", action="store_true")
-    parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK}")
-    args = parser.parse_args()
-    if args.quick:  # new defaults: options given explicitly still win
-        parser.set_defaults(**QUICK)
-        args = parser.parse_args()
+    args = parse_with_quick(parser, QUICK)
     if args.weights and len(args.models) != 1:
         parser.error("--weights holds one architecture: give exactly one --models")
     unknown = [c for c in args.caches if c not in CACHES]

@@ -46,6 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from quick import parse_with_quick  # noqa: E402
 from yolofreeze.freeze import FreezePlan  # noqa: E402
 from yolofreeze.loss import build_loss  # noqa: E402
 from yolofreeze.model import YOLO, build_model  # noqa: E402
@@ -215,11 +216,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per strategy first")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK}")
-    args = parser.parse_args()
-    if args.quick:  # new defaults: options given explicitly still win
-        parser.set_defaults(**QUICK)
-        args = parser.parse_args()
+    args = parse_with_quick(parser, QUICK)
     device = torch.device(args.device)
     if device.type not in TARGETS or (device.type == "cuda" and not torch.cuda.is_available()):
         parser.error(f"--device {args.device}: use cpu, or cuda on a machine with a CUDA GPU")

@@ -52,6 +52,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from bench_data_eval import SHARED, absolute_yaml  # noqa: E402
 from oracle import build_oracle, save_release, ultralytics  # noqa: E402
+from quick import parse_with_quick  # noqa: E402
 from yolofreeze.convert import convert_official, load_model  # noqa: E402
 from yolofreeze.data import Batch, DatasetInfo, build_dataloader, resolve_dataset  # noqa: E402
 from yolofreeze.optim import TrainConfig, optimizer_step  # noqa: E402
@@ -280,11 +281,7 @@ def parse_args() -> argparse.Namespace:
                              "the count the oracle's CPU training picks for itself)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-finetune", action="store_true")
-    parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK}")
-    args = parser.parse_args()
-    if args.quick:  # new defaults: options given explicitly still win
-        parser.set_defaults(**QUICK)
-        args = parser.parse_args()
+    args = parse_with_quick(parser, QUICK)
     if not args.skip_finetune:
         args.weights = args.weights or cached_oracle_weights(ultralytics().__version__)
         if args.weights is None or not args.weights.is_file():
