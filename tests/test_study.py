@@ -56,6 +56,8 @@ def test_plan_covers_every_strategy_with_its_freeze_and_start(model):
         nothing_frozen = not EXPECTED[model][run.strategy]
         assert ("--cache-frozen" in cached) != nothing_frozen and ("fp16" in cached) != nothing_frozen
         assert "320" in cached
+        joined = run.train_args(Path("s"), ["--cache-frozen=disk", "--cache-dtype=fp16", "--imgsz=320"])
+        assert ("--cache-frozen=disk" in joined) != nothing_frozen and "--imgsz=320" in joined
 
 
 def test_dry_run_prints_the_plan_audits_and_memory(tiny, tmp_path, capsys):
@@ -73,6 +75,7 @@ def test_dry_run_prints_the_plan_audits_and_memory(tiny, tmp_path, capsys):
     (["--strategies", "fr9"], "--strategies 'fr9'"),
     (["--strategies", "fr2,fr2"], "names an entry twice"),
     (["--freeze", "3"], "--freeze is set by the study"),
+    (["--freeze=3"], "--freeze is set by the study"),
     (["--imgsz", "100"], "not a positive multiple of 32"),
     (["--models", "yolov8n,yolov10n", "--weights", "a.pt"], "give MODEL=PATH for each"),
     (["--data", "/no/such/data"], "dataset '/no/such/data' not found"),

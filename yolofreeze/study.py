@@ -75,13 +75,28 @@ class StudyRun:
     def train_args(self, study_dir: Path, common: Sequence[str]) -> list[str]:
         """``train.py`` arguments of a new run of this combination (a run with nothing frozen has no frozen
         prefix to cache: ``--cache-frozen`` and ``--cache-dtype`` are left out of it)."""
-        common = list(common)
         if self.freeze == "none":
-            for flag in ("--cache-frozen", "--cache-dtype"):
-                while flag in common:
-                    del common[common.index(flag):common.index(flag) + 2]
-        return ["--model", self.model, "--weights", self.weights, "--data", self.data, "--freeze", self.freeze,
-                *common, "--project", str(study_dir), "--name", self.name]
+            common = without_flags(common, ("--cache-frozen", "--cache-dtype"))
+        return [*common, "--model", self.model, "--weights", self.weights, "--data", self.data, "--freeze",
+                self.freeze, "--project", str(study_dir), "--name", self.name]  # last: the study's values win
+
+
+def flag_given(tokens: Sequence[str], flag: str) -> bool:
+    """Whether ``flag`` is among command-line ``tokens``, as ``--flag value`` or ``--flag=value``."""
+    return any(token == flag or token.startswith(flag + "=") for token in tokens)
+
+
+def without_flags(tokens: Sequence[str], flags: Sequence[str]) -> list[str]:
+    """``tokens`` without ``flags`` and their values (``--flag value`` or ``--flag=value``)."""
+    kept, skip_value = [], False
+    for token in tokens:
+        if skip_value:
+            skip_value = False
+        elif token in flags:
+            skip_value = True
+        elif not any(token.startswith(flag + "=") for flag in flags):
+            kept.append(token)
+    return kept
 
 
 def plan_study(models: Sequence[str], datasets: Sequence[str], strategies: Sequence[str],
@@ -212,7 +227,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                              "study on a generated target domain (7 to 10 CPU minutes)")
     args, passthrough = parser.parse_known_args(argv)
     for flag in ("--model", "--freeze", "--project", "--name", "--resume", "--weights"):
-        if flag in passthrough:
+        if flag_given(passthrough, flag):
             parser.error(f"{flag} is set by the study for each run; use --models / --strategies / --weights")
     if passthrough and not passthrough[0].startswith("--"):
         parser.error(f"unexpected argument {passthrough[0]!r}")
