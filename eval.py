@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 
 from yolofreeze.cli import ArgumentParser, add_detection_options, entry_point, non_negative_int, positive_int
-from yolofreeze.convert import load_model
+from yolofreeze.weights.checkpoints import load_model
 from yolofreeze.data import DatasetNotFoundError, resolve_dataset
-from yolofreeze.evaluate import evaluate, format_result
+from yolofreeze.evaluation.evaluate import evaluate, format_result
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -48,12 +48,12 @@ from bench_data_eval import SHARED, absolute_yaml  # noqa: E402
 from bench_train import ORACLE_NO_AUGMENT, ORACLE_RECIPE, RECIPE_FIELDS, comma_list, same_start  # noqa: E402
 from oracle import ultralytics  # noqa: E402
 from quick import parse_with_quick  # noqa: E402
-from yolofreeze.convert import load_model, save_checkpoint  # noqa: E402
+from yolofreeze.weights.checkpoints import load_model, save_checkpoint  # noqa: E402
 from yolofreeze.data import resolve_dataset  # noqa: E402
-from yolofreeze.freeze import FreezePlan  # noqa: E402
-from yolofreeze.optim import TrainConfig  # noqa: E402
-from yolofreeze.runs import read_results  # noqa: E402
-from yolofreeze.train import Trainer, seed_everything  # noqa: E402
+from yolofreeze.freezing.plan import FreezePlan  # noqa: E402
+from yolofreeze.training.optim import TrainConfig  # noqa: E402
+from yolofreeze.training.runs import read_results  # noqa: E402
+from yolofreeze.training.trainer import Trainer, seed_everything  # noqa: E402
 
 CACHES = ("none", "ram-fp32", "ram-fp16", "disk-fp32", "disk-fp16")
 FROZEN = 9  # fr2: blocks 0-8
@@ -94,7 +94,7 @@ def our_trainers(start: Path, data_yaml: Path, cfg: TrainConfig, caches: list[st
         mode, _, dtype = cache.partition("-")
         run_dir = folder / cache
         run_dir.mkdir(parents=True)
-        trainers[cache] = Trainer(model, info, cfg, run_dir, FreezePlan.first(FROZEN, model), device=device,
+        trainers[cache] = Trainer(model, info, cfg, run_dir, FreezePlan.prefix(FROZEN, model), device=device,
                                   workers=workers, progress=False, grad_norms=False,
                                   cache_frozen=None if mode == "none" else mode, cache_dtype=dtype or "fp32")
     return trainers

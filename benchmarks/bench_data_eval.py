@@ -32,7 +32,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 from oracle import build_oracle, save_release, ultralytics  # noqa: E402
 from yolofreeze import load_model  # noqa: E402
 from yolofreeze.data import build_dataloader, read_yolo  # noqa: E402
-from yolofreeze.evaluate import evaluate  # noqa: E402
+from yolofreeze.evaluation.evaluate import evaluate  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cplid-dev" / "data.yaml"
 

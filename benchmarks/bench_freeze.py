@@ -47,11 +47,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quick import parse_with_quick  # noqa: E402
-from yolofreeze.freeze import FreezePlan  # noqa: E402
-from yolofreeze.loss import build_loss  # noqa: E402
+from yolofreeze.freezing.plan import FreezePlan  # noqa: E402
+from yolofreeze.training.loss import build_loss  # noqa: E402
 from yolofreeze.model import YOLO, build_model  # noqa: E402
 from yolofreeze.monitor import GradNormMonitor, profile_training_step  # noqa: E402
-from yolofreeze.optim import TrainConfig, build_optimizer, optimizer_step  # noqa: E402
+from yolofreeze.training.optim import TrainConfig, build_optimizer, optimizer_step  # noqa: E402
 
 MIB = 2**20
 QUICK = dict(models=["yolov8n"], imgsz=160, repeats=2, warmup=1)

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from oracle import build_oracle, save_release  # noqa: E402
-from yolofreeze.convert import convert_official  # noqa: E402
-from yolofreeze.postprocess import postprocess  # noqa: E402
+from yolofreeze.weights.checkpoints import convert_official  # noqa: E402
+from yolofreeze.evaluation.postprocess import postprocess  # noqa: E402
 
 
 def time_pair(fn_a, fn_b, x: torch.Tensor, repeats: int) -> tuple[float, float]:

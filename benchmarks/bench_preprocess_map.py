@@ -33,7 +33,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 from oracle import ultralytics  # noqa: E402
 from yolofreeze import load_model  # noqa: E402
 from yolofreeze.data import loader, read_yolo, to_coco_gt  # noqa: E402
-from yolofreeze.evaluate import evaluate, score_split  # noqa: E402
+from yolofreeze.evaluation.evaluate import evaluate, score_split  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cplid-dev" / "data.yaml"
 

@@ -53,11 +53,11 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 from bench_data_eval import SHARED, absolute_yaml  # noqa: E402
 from oracle import build_oracle, save_release, ultralytics  # noqa: E402
 from quick import parse_with_quick  # noqa: E402
-from yolofreeze.convert import convert_official, load_model  # noqa: E402
+from yolofreeze.weights.checkpoints import convert_official, load_model  # noqa: E402
 from yolofreeze.data import Batch, DatasetInfo, build_dataloader, resolve_dataset  # noqa: E402
-from yolofreeze.optim import TrainConfig, optimizer_step  # noqa: E402
-from yolofreeze.runs import read_results  # noqa: E402
-from yolofreeze.train import Trainer, seed_everything  # noqa: E402
+from yolofreeze.training.optim import TrainConfig, optimizer_step  # noqa: E402
+from yolofreeze.training.runs import read_results  # noqa: E402
+from yolofreeze.training.trainer import Trainer, seed_everything  # noqa: E402
 
 # The oracle's settings for an un-augmented fine-tune with our recipe (names from its cfg/default.yaml).
 ORACLE_NO_AUGMENT = dict(mosaic=0.0, mixup=0.0, cutmix=0.0, copy_paste=0.0, degrees=0.0, translate=0.0, scale=0.0,

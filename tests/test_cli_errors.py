@@ -13,7 +13,7 @@ import train as train_cli
 from conftest import PROJECT_ROOT
 from oracle import build_oracle, save_release
 from yolofreeze import check, convert, download, inspect, predict
-from yolofreeze.convert import save_checkpoint
+from yolofreeze.weights.checkpoints import save_checkpoint
 from yolofreeze.model import build_model
 
 

@@ -10,8 +10,9 @@ import importlib
 __version__ = "0.1.0"
 __all__ = ["FreezePlan", "TrainConfig", "Trainer", "YOLO", "block_table", "build_model", "load_model",
            "save_checkpoint"]
-_HOME = {"FreezePlan": "freeze", "TrainConfig": "optim", "Trainer": "train", "YOLO": "model", "block_table": "model",
-         "build_model": "model", "load_model": "convert", "save_checkpoint": "convert"}
+_HOME = {"FreezePlan": "freezing.plan", "TrainConfig": "training.optim", "Trainer": "training.trainer", "YOLO": "model",
+         "block_table": "model", "build_model": "model", "load_model": "weights.checkpoints",
+         "save_checkpoint": "weights.checkpoints"}
 
 
 def __getattr__(name: str):

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .cli import ArgumentParser, entry_point, image_size, positive_int
-from .convert import load_model
-from .freeze import BN_MODES, FreezePlan, format_audit
+from .freezing.plan import BN_MODES, FreezePlan, format_audit
 from .model import YOLO, block_table, build_model
+from .weights.checkpoints import load_model
 
 
 def format_block_table(model: YOLO, imgsz: int = 640) -> str:

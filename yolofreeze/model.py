@@ -3,6 +3,9 @@
 A spec is a dict with ``nc``, ``scales: {letter: [depth, width, max_channels]}``, ``backbone`` and
 ``head`` lists of ``[from, repeats, module, args]`` rows. Block ``N`` is row ``N`` of
 ``backbone + head`` and becomes ``model.N`` in the state dict, exactly as in the official checkpoints.
+
+The rows say where each block reads from by index, which hides where P3/P4/P5 meet: :mod:`yolofreeze.nn.yolov8`
+writes YOLOv8 out by hand over the same blocks (same ``state_dict``, same output; tested) to read alongside.
 """
 from __future__ import annotations
 
@@ -20,7 +23,18 @@ import yaml
 from torch import nn
 
 from .names import COCO80_NAMES, name_key
-from .nn import PSA, SPPF, C2f, C2fCIB, Concat, Conv, Detect, RepVGGDW, SCDown, V10Detect
+from .nn import (
+    PSA,
+    SPPF,
+    C2f,
+    C2fCIB,
+    Concat,
+    Conv,
+    Detect,
+    RepVGGDW,
+    SCDown,
+    V10Detect,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -178,6 +192,14 @@ def build_layers(spec: dict, nc: int) -> tuple[nn.Sequential, list[BlockInfo]]:
     return nn.Sequential(*layers), infos
 
 
+class PrefixOutputs(NamedTuple):
+    """The outputs of blocks ``0 … start-1`` that blocks ``start …`` read (:meth:`YOLO.boundary`): block index →
+    ``(B, C_i, H / s_i, W / s_i)``. What a frozen prefix computes once (:mod:`yolofreeze.freezing.cache`)."""
+
+    start: int
+    outputs: dict[int, torch.Tensor]
+
+
 class YOLO(nn.Module):
     """A YOLOv8 / YOLOv10 detector built from a spec.
 
@@ -253,8 +275,8 @@ class YOLO(nn.Module):
         return [index - 1 if s == -1 else s for s in (source if isinstance(source, list) else [source])]
 
     def boundary(self, stop: int) -> list[int]:
-        """The outputs of blocks ``0 … stop-1`` that blocks ``stop …`` read, ascending: what :meth:`forward` needs
-        to start at block ``stop``. E.g. ``[4, 6, 8]`` for YOLOv8 and YOLOv10 at ``stop=9``.
+        """The outputs of blocks ``0 … stop-1`` that blocks ``stop …`` read, ascending: what a
+        :class:`PrefixOutputs` starting at block ``stop`` holds. E.g. ``[4, 6, 8]`` for YOLOv8 and YOLOv10 at ``stop=9``.
 
         Raises ValueError unless ``1 <= stop < len(self.blocks)`` (the head always runs).
         """
@@ -262,57 +284,53 @@ class YOLO(nn.Module):
             raise ValueError(f"{self.arch} can start at blocks 1-{len(self.blocks) - 1}, not {stop}")
         return sorted({s for index in range(stop, len(self.blocks)) for s in self.sources(index) if s < stop})
 
-    def forward(self, x: torch.Tensor | None, return_maps: bool = False, start: int = 0,
-                cached: dict[int, torch.Tensor] | None = None):
-        """Run the network on ``x`` ``(B, 3, H, W)``, or from block ``start`` on with the outputs of the blocks
-        before it that later blocks read (``cached``: block index → ``(B, C_i, H / s_i, W / s_i)``, exactly the
-        keys :meth:`boundary` ``(start)`` lists; ``x`` is then None). Both give the same result bit for bit when
-        ``cached`` holds what :meth:`prefix_outputs` computed from ``x``.
+    def forward(self, x: torch.Tensor | PrefixOutputs):
+        """The detector on images ``x (B, 3, H, W)``, or on the outputs of blocks ``0 … start-1``
+        (:class:`PrefixOutputs`, as :meth:`prefix_outputs` computes them; bit for bit the same result). Returns what
+        the class docstring says for the mode."""
+        return self.head(self.head_inputs(x))
 
-        Returns what the class docstring says for the mode; with ``return_maps`` (eval mode only) the pair
-        ``(decoded (B, 4 + nc, A), maps)`` from one pass, ``maps`` in the train-mode format (v8: list of 3
-        ``(B, 4*16 + nc, H/s, W/s)``; v10: ``{"one2many": [...], "one2one": [...]}``), for a validation loss.
+    def head_inputs(self, x: torch.Tensor | PrefixOutputs) -> list[torch.Tensor]:
+        """What the head reads: the neck's outputs at strides 8, 16, 32 (P3, P4, P5), each ``(B, C_l, H/s, W/s)``.
 
-        Raises:
-            ValueError: ``return_maps`` in train mode (the output already is the maps); ``start`` out of range,
-                ``cached`` without ``start`` or other keys than ``boundary(start)``.
+        Validation runs the head on them in two visible steps (``head.maps``, then ``head.decode_maps``) to get
+        the decoded predictions and the maps for the loss from one pass.
+
+        Raises ValueError when a :class:`PrefixOutputs` holds other blocks than :meth:`boundary` ``(start)``.
         """
-        if return_maps and self.training:
-            raise ValueError("return_maps applies in eval mode; the train-mode output already is the raw maps")
-        if start == 0:
-            if cached is not None:
-                raise ValueError("cached block outputs need start > 0 (the block to run first)")
-            return self._run(x, {}, 0, len(self.model), self.save, return_maps)
-        needed = self.boundary(start)
-        if cached is None or sorted(cached) != needed:
-            raise ValueError(f"starting at block {start} needs the outputs of blocks {needed}, got "
-                             f"{sorted(cached) if cached is not None else None}")
-        return self._run(cached.get(start - 1), dict(cached), start, len(self.model), self.save, return_maps)
+        last = len(self.model) - 1
+        if isinstance(x, PrefixOutputs):
+            needed = self.boundary(x.start)
+            if sorted(x.outputs) != needed:
+                raise ValueError(f"starting at block {x.start} needs the outputs of blocks {needed}, got "
+                                 f"{sorted(x.outputs)}")
+            outputs, start, x = dict(x.outputs), x.start, x.outputs.get(x.start - 1)
+        else:
+            outputs, start = {}, 0
+        sources = self.sources(last)
+        self._run(x, outputs, start, last, set(self.save) | set(sources))
+        return [outputs[s] for s in sources]
 
     @torch.no_grad()
-    def prefix_outputs(self, x: torch.Tensor, stop: int) -> dict[int, torch.Tensor]:
+    def prefix_outputs(self, x: torch.Tensor, stop: int) -> PrefixOutputs:
         """Run blocks ``0 … stop-1`` on ``x`` ``(B, 3, H, W)`` (in the current mode, without autograd) and return
         the outputs later blocks read: block index (:meth:`boundary` ``(stop)``) → ``(B, C_i, H / s_i, W / s_i)``.
         """
         keep = self.boundary(stop)
         outputs: dict[int, torch.Tensor] = {}
         self._run(x, outputs, 0, stop, set(self.save) | set(keep))
-        return {index: outputs[index] for index in keep}
+        return PrefixOutputs(stop, {index: outputs[index] for index in keep})
 
-    def _run(self, x, outputs: dict[int, torch.Tensor], start: int, stop: int, keep, return_maps: bool = False):
+    def _run(self, x: torch.Tensor | None, outputs: dict[int, torch.Tensor], start: int, stop: int, keep: set[int]):
         """The one loop over blocks ``start … stop-1``: ``x`` is the output of block ``start - 1`` (the image for
-        ``start == 0``; None when block ``start`` does not read it), ``outputs`` the earlier outputs by block index;
-        the outputs of blocks in ``keep`` are added to it. Returns the last block's output (the head: see
-        :meth:`forward`)."""
+        ``start == 0``; None when no later block reads it), ``outputs`` the earlier outputs by block index; the
+        outputs of blocks in ``keep`` are added to it. Returns the last block's output."""
         for index in range(start, stop):
             layer, info = self.model[index], self.blocks[index]
             if isinstance(info.source, list):
                 x = [x if s == -1 else outputs[s] for s in info.source]
             elif info.source != -1:
                 x = outputs[info.source]
-            if return_maps and layer is self.head:
-                maps = layer.maps(x)
-                return layer.decode_maps(maps), maps
             x = layer(x)
             if index in keep:
                 outputs[index] = x

@@ -9,8 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: works headless, on CI and over ssh
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .monitor.gradnorm import ALL, PARTS, TOTAL, read_grad_norms, summarize_grad_norms  # noqa: E402
-from .runs import read_results  # noqa: E402
+from .freezing.gradnorm import ALL, PARTS, TOTAL, read_grad_norms, summarize_grad_norms  # noqa: E402
+from .training.runs import read_results  # noqa: E402
 
 # (panel title, columns, y label) of results.png, in reading order.
 RESULTS_PANELS = (
@@ -105,7 +105,7 @@ def plot_study(rows: list[dict], out_path: str | Path, title: str) -> Path:
     norm per optimiser step, and mAP@50 per epoch.
 
     Args:
-        rows: :func:`yolofreeze.report.collect_row` rows (``strategy``, ``map50``, ``peak_memory_mb``,
+        rows: :func:`yolofreeze.study.report.collect_row` rows (``strategy``, ``map50``, ``peak_memory_mb``,
             ``memory_source`` and the ``series`` of each run).
         out_path: the PNG to write.
         title: the figure's title (dataset and model).

@@ -5,15 +5,41 @@
 ``format_report`` summarise it; ``to_coco_gt`` gives pycocotools ground truth.
 """
 from .augment import Augment
-from .check import DatasetReport, SplitSummary, check_dataset, format_report
 from .coco import to_coco_gt
 from .demo import DEMO_NAMES, demo_root, ensure_demo_dataset, write_demo_dataset
-from .formats import detect_format, label_path, read_coco, read_dataset, read_voc, read_yolo
-from .loader import (PAD_VALUE, Batch, DetectionDataset, ImageMeta, LoadFailure, Sample, build_dataloader, collate,
-                     decode_image, letterbox, letterbox_from_original, load_image, rect_batch_shapes,
-                     resize_long_side)
-from .records import (PROBLEM_KINDS, DatasetInfo, DatasetNotFoundError, ImageRecord, ProblemReport,
-                      read_image_size)
+from .formats import (
+                     detect_format,
+                     label_path,
+                     read_coco,
+                     read_dataset,
+                     read_voc,
+                     read_yolo,
+)
+from .health import DatasetReport, SplitSummary, check_dataset, format_report
+from .loader import (
+                     PAD_VALUE,
+                     Batch,
+                     DetectionDataset,
+                     ImageMeta,
+                     LoadFailure,
+                     Sample,
+                     build_dataloader,
+                     collate,
+                     decode_image,
+                     letterbox,
+                     letterbox_from_original,
+                     load_image,
+                     rect_batch_shapes,
+                     resize_long_side,
+)
+from .records import (
+                     PROBLEM_KINDS,
+                     DatasetInfo,
+                     DatasetNotFoundError,
+                     ImageRecord,
+                     ProblemReport,
+                     read_image_size,
+)
 from .registry import COCO80_NAMES, NAMED_DATASETS, dataset_bases, resolve_dataset
 
 __all__ = [

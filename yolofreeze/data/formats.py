@@ -18,8 +18,16 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from .records import (IMAGE_ERRORS, IMAGE_SUFFIXES, DatasetInfo, DatasetNotFoundError, ImageRecord, ProblemReport,
-                      clean_boxes, read_image_size)
+from .records import (
+    IMAGE_ERRORS,
+    IMAGE_SUFFIXES,
+    DatasetInfo,
+    DatasetNotFoundError,
+    ImageRecord,
+    ProblemReport,
+    clean_boxes,
+    read_image_size,
+)
 
 log = logging.getLogger(__name__)
 

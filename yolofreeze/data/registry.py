@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..names import COCO80_NAMES
 from .demo import ensure_demo_dataset
 from .formats import LAYOUTS, detect_format, read_dataset
-from ..names import COCO80_NAMES
 from .records import DatasetInfo, DatasetNotFoundError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,197 @@
+"""The study runner: the plan for every strategy on v8 and v10, a dry run, a tiny real study that is killed mid-run,
+resumed, reported (csv, md, plots) and skipped when asked again, bad input, and the failure diagnostics on crafted
+rows."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from yolofreeze import build_model
+from yolofreeze.weights.checkpoints import random_model, save_checkpoint
+from yolofreeze.data import DEMO_NAMES, write_demo_dataset
+from yolofreeze.freezing.plan import FreezePlan
+from yolofreeze.study.report import diagnose
+from yolofreeze.study.__main__ import main as study_main
+from yolofreeze.study.runner import plan_study
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+TINY = ["--imgsz", "64", "--batch", "8", "--workers", "0"]
+# Facts of the architectures: frozen blocks per strategy.
+EXPECTED = {"yolov8n": {"scratch": set(), "none": set(), "fr1": set(range(4)), "fr2": set(range(9)),
+                        "fr3": set(range(22)), "backbone": set(range(10))},
+            "yolov10n": {"scratch": set(), "none": set(), "fr1": set(range(4)), "fr2": set(range(9)),
+                         "fr3": set(range(23)), "backbone": set(range(11))}}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """A 16 + 8 image demo dataset at 64 px and a (random) 'pretrained' yolov8n checkpoint with its classes."""
+    root = tmp_path_factory.mktemp("study")
+    data = write_demo_dataset(root / "tiny", n_train=16, n_val=8, size=64)
+    weights = save_checkpoint(random_model("yolov8n", names=list(DEMO_NAMES), seed=1), root / "start.pt")
+    return data, weights
+
+
+@pytest.mark.parametrize("model", ["yolov8n", "yolov10n"])
+def test_plan_covers_every_strategy_with_its_freeze_and_start(model):
+    strategies = list(EXPECTED[model])
+    runs = plan_study([model], ["insplad"], strategies, {model: "pre.pt"})
+    assert [r.name for r in runs] == [f"insplad-{model}-{s}" for s in strategies]
+    net = build_model(model, nc=3)
+    for run in runs:
+        args = run.train_args(Path("runs/study/x"), ["--epochs", "3"])
+        assert args[args.index("--weights") + 1] == ("none" if run.strategy == "scratch" else "pre.pt")
+        assert args[args.index("--name") + 1] == run.name and "--epochs" in args
+        assert FreezePlan.parse(args[args.index("--freeze") + 1], net).frozen == EXPECTED[model][run.strategy]
+        cached = run.train_args(Path("s"), ["--cache-frozen", "ram", "--cache-dtype", "fp16", "--imgsz", "320"])
+        nothing_frozen = not EXPECTED[model][run.strategy]
+        assert ("--cache-frozen" in cached) != nothing_frozen and ("fp16" in cached) != nothing_frozen
+        assert "320" in cached
+        joined = run.train_args(Path("s"), ["--cache-frozen=disk", "--cache-dtype=fp16", "--imgsz=320"])
+        assert ("--cache-frozen=disk" in joined) != nothing_frozen and "--imgsz=320" in joined
+
+
+def test_dry_run_prints_the_plan_audits_and_memory(tiny, tmp_path, capsys):
+    data, weights = tiny
+    assert study_main(["--data", str(data), "--strategies", "scratch,fr2", "--weights", str(weights), "--dry-run",
+                       "--project", str(tmp_path), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-yolov8n-scratch" in out and "tiny-yolov8n-fr2" in out and out.count(" new") == 2
+    assert out.count("memory of one training step") == 2 and out.count("saved activations") == 2
+    assert "1,108,048 of 3,011,433 parameters frozen" in out  # yolov8n fr2 (3 classes), from the audit
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--strategies", "fr9"], "--strategies 'fr9'"),
+    (["--strategies", "fr2,fr2"], "names an entry twice"),
+    (["--freeze", "3"], "--freeze is set by the study"),
+    (["--freeze=3"], "--freeze is set by the study"),
+    (["--imgsz", "100"], "not a positive multiple of 32"),
+    (["--models", "yolov8n,yolov10n", "--weights", "a.pt"], "give MODEL=PATH for each"),
+    (["--data", "/no/such/data"], "dataset '/no/such/data' not found"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, tiny, tmp_path, capsys):
+    data = [] if "--data" in argv else ["--data", str(tiny[0])]
+    assert study_main([*data, *argv, "--project", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())
+
+
+def _study(tiny, cwd: Path) -> list[str]:
+    data, weights = tiny
+    return [sys.executable, "-m", "yolofreeze.study", "--data", str(data), "--strategies", "scratch,fr2",
+            "--weights", str(weights), "--epochs", "2", "--name", "s", *TINY]
+
+
+def test_a_killed_study_resumes_reports_and_then_skips(tiny, tmp_path):
+    argv = _study(tiny, tmp_path)
+    study = tmp_path / "runs" / "study" / "s"
+    first_last = study / "tiny-yolov8n-scratch" / "weights" / "last.pt"
+    process = subprocess.Popen(argv, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not first_last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the study and its train.py child
+    process.wait()
+    assert first_last.exists() and not (study / "tiny-yolov8n-scratch" / "summary.json").exists()
+
+    again = subprocess.run(argv, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "tiny-yolov8n-scratch: resumed and finished" in again.stdout
+    assert "tiny-yolov8n-fr2: finished" in again.stdout
+    for name in ("study.csv", "study.md", "study_tiny_yolov8n.png"):
+        assert (study / name).is_file() and (study / name).stat().st_size > 0, name
+    with open(study / "study.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["strategy"] for r in rows] == ["scratch", "fr2"] and all(r["status"] == "finished" for r in rows)
+    fr2 = rows[1]
+    assert fr2["frozen_blocks"] == "0-8" and int(fr2["trainable_params"]) < int(rows[0]["trainable_params"])
+    assert float(fr2["peak_memory_mb"]) < float(rows[0]["peak_memory_mb"])  # scratch freezes nothing
+    assert all(math.isfinite(float(r[c])) for r in rows for c in ("map50", "grad_norm_mean", "epoch_seconds"))
+    assert {f"ap50/{name}" for name in DEMO_NAMES} <= set(rows[0])
+    md = (study / "study.md").read_text()
+    assert "## tiny · yolov8n" in md and "| fr2 | 0-8 |" in md
+    summaries = {p: p.stat().st_mtime_ns for p in study.glob("*/summary.json")}
+    assert len(summaries) == 2
+
+    third = subprocess.run(argv, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0 and third.stdout.count("already finished, skipped") == 2
+    assert {p: p.stat().st_mtime_ns for p in study.glob("*/summary.json")} == summaries
+
+
+def _row(strategy: str, map50: float, losses=(9.0, 6.0), grads=(10.0, 9.0, 8.0, 8.0, 7.0, 7.0, 6.0, 6.0, 5.0, 5.0)):
+    return {"dataset": "d", "model": "m", "strategy": strategy, "map50": map50,
+            "series": {"train_loss": list(losses), "grad_total": list(grads)}}
+
+
+def test_diagnostics_fire_on_failure_signatures_and_stay_silent_on_healthy_runs():
+    healthy = [_row("none", 0.60), _row("fr1", 0.61), _row("fr2", 0.58, grads=(7.0,) * 10), _row("scratch", 0.30)]
+    assert all(flags == [] for flags in diagnose(healthy).values())
+
+    flags = diagnose([_row("none", 0.40), _row("fr2", 0.55),
+                      _row("fr3", 0.01, losses=(9.0, 5.0), grads=(2.0,) * 10)])
+    assert len(flags[("d", "m", "fr3")]) == 2
+    assert flags[("d", "m", "fr3")][0].startswith("capacity collapse: mAP50 0.010 while the training loss fell")
+    assert flags[("d", "m", "fr3")][1] == "gradient starvation: early gradient norm 0.20x fine-tuning's (first 1 steps)"
+    assert flags[("d", "m", "none")] == ["forgetting: fine-tuning mAP50 0.400 below fr2's 0.550"]
+    assert flags[("d", "m", "fr2")] == []
+    # near zero mAP with a loss that did not fall is not collapse (nothing was learnt at all), and a small gap is
+    # not forgetting
+    quiet = diagnose([_row("none", 0.50), _row("fr2", 0.51), _row("fr3", 0.01, losses=(9.0, 8.5))])
+    assert all(flags == [] for flags in quiet.values())
+
+
+def test_study_demo_uses_the_generated_target_and_the_cached_source(tmp_path, monkeypatch, capsys):
+    from yolofreeze.data import read_dataset
+    from yolofreeze.study.demo import DEMO_EPOCHS, cache_dir, prepare_demo
+    from yolofreeze.study.__main__ import parse_args
+    monkeypatch.setenv("YOLOFREEZE_DATASETS", str(tmp_path / "cache"))
+    source = cache_dir() / "source-yolov8n-v2.pt"  # as if pretrained earlier: no pretraining run now
+    save_checkpoint(random_model("yolov8n", names=list(DEMO_NAMES)), source)
+    args, passthrough = prepare_demo(*parse_args(["--demo", "--strategies", "none,fr2", "--imgsz", "128"]))
+    assert args.weights == str(source) and "cached" in capsys.readouterr().out
+    assert args.epochs == DEMO_EPOCHS and args.patience == 0 and args.name == "demo"
+    assert passthrough == ["--imgsz", "128", "--batch", "8"]  # the given --imgsz wins
+    _, passthrough = prepare_demo(*parse_args(["--demo", "--imgsz=320", "--batch=4"]))
+    assert passthrough == ["--imgsz=320", "--batch=4"]  # in the --flag=value form too, and nothing after it
+    target = read_dataset(args.data, "yolo")
+    assert target.names == ["ring", "cross", "diamond"] and len(target.splits["train"]) == 256
+    assert not set(target.names) & set(DEMO_NAMES)  # other classes than the source domain's
+    with pytest.raises(ValueError, match="leave out --data"):
+        prepare_demo(*parse_args(["--demo", "--data", "insplad"]))
+
+
+def test_devices_run_one_study_run_per_gpu_group_at_a_time(monkeypatch, tmp_path):
+    import threading
+    import yolofreeze.study.runner as study
+    busy, lock, spans = set(), threading.Lock(), []
+
+    def fake_run_one(run, study_dir, common, devices=(), python=sys.executable):
+        group = tuple(devices)
+        with lock:
+            assert group not in busy, f"two runs on GPU {group} at once"
+            busy.add(group)
+            spans.append((group, len(busy)))
+        time.sleep(0.2)
+        with lock:
+            busy.remove(group)
+        return "new", 0, 0.2
+
+    monkeypatch.setattr(study, "run_one", fake_run_one)
+    runs = plan_study(["yolov8n"], ["d1", "d2"], ["none", "fr1", "fr2"])
+    codes = study.run_study(runs, tmp_path, [], devices=["0", "1", "2", "3"], gpus_per_run=2)
+    assert sorted(codes) == sorted(r.name for r in runs) and not any(codes.values())
+    assert {group for group, _ in spans} == {("0", "1"), ("2", "3")}  # pairs of GPUs: torchrun jobs
+    assert max(concurrent for _, concurrent in spans) == 2  # both groups busy at once

@@ -1,0 +1,212 @@
+"""train.py end to end on small real runs: run folder contents, results.csv columns, patience, bad input, NaN stop,
+corrupt files skipped, class-name changes at the model-dataset meeting."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import train as train_cli
+from yolofreeze.weights.checkpoints import load_model, random_model, save_checkpoint
+from yolofreeze.data import DEMO_NAMES, write_demo_dataset
+from yolofreeze.training.runs import RESULTS_COLUMNS, read_results
+from yolofreeze.training.setup import new_trainer, parse_train_args
+from yolofreeze.training.trainer import Distributed
+
+TINY = ["--imgsz", "128", "--batch", "8", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    """The first 48 train and 16 val images of the demo dataset (6 batches of 8), in a temporary folder: data.yaml."""
+    return write_demo_dataset(tmp_path_factory.mktemp("datasets") / "demo", n_train=48, n_val=16)
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_data, tmp_path_factory):
+    """Two epochs of yolov8n from scratch on the demo data: (exit code, stdout, run folder)."""
+    project = tmp_path_factory.mktemp("runs")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = train_cli.main(["--data", str(demo_data), "--weights", "none", "--epochs", "2", "--name", "demo",
+                               "--project", str(project), *TINY])
+    return code, out.getvalue(), project / "demo"
+
+
+def test_run_folder_holds_weights_results_plot_and_args(demo_run):
+    code, out, run = demo_run
+    assert code == 0, out
+    for name in ("args.yaml", "freeze_audit.json", "memory.json", "grad_norms.csv", "grad_norms.png", "results.csv",
+                 "results.png", "weights/last.pt", "weights/best.pt"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    memory = json.loads((run / "memory.json").read_text())
+    trainable_bytes = 4 * sum(p.numel() for n, p in load_model(run / "weights" / "last.pt").named_parameters()
+                              if ".dfl." not in n)  # fp32, nothing frozen
+    assert memory["gradients_bytes"] == memory["optimizer_state_bytes"] == trainable_bytes
+    assert memory["saved_activations_bytes"] > 0 and memory["frozen_blocks"] == []
+    assert "saved activations" in out and "gradient L2 norm" in out
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    assert args["epochs"] == 2 and args["imgsz"] == 128 and args["lr0"] == 0.01 and args["freeze"] == ["0"] and args["frozen_blocks"] == []
+    assert "best epoch" in out and "mAP@50:95" in out and str(run) in out
+
+
+def test_results_csv_has_the_reference_columns_then_ours(demo_run):
+    _, _, run = demo_run
+    header = (run / "results.csv").read_text().splitlines()[0].split(",")
+    assert header == [
+        "epoch", "train/box_loss", "train/cls_loss", "train/dfl_loss", "metrics/precision(B)", "metrics/recall(B)",
+        "metrics/mAP50(B)", "metrics/mAP50-95(B)", "val/box_loss", "val/cls_loss", "val/dfl_loss", "lr/pg0",
+        "lr/pg1", "lr/pg2", "epoch_seconds", "memory/peak_rss_mb", "memory/cuda_allocated_mb",
+        "memory/cuda_reserved_mb", "grad_norm/total", "grad_norm/backbone", "grad_norm/neck", "grad_norm/head"]
+    assert list(RESULTS_COLUMNS) == header
+    results = read_results(run / "results.csv")
+    assert results["epoch"] == [1.0, 2.0]
+    for column in header:
+        finite = torch.isfinite(torch.tensor(results[column]))
+        assert all(~finite if column.startswith("memory/cuda") else finite), column  # no CUDA here
+
+
+def test_checkpoints_load_without_pickled_code_and_hold_the_ema_weights(demo_run):
+    _, _, run = demo_run
+    last = torch.load(run / "weights" / "last.pt", weights_only=True)
+    best = torch.load(run / "weights" / "best.pt", weights_only=True)
+    assert last["format"] == "yolofreeze" and last["names"] == list(DEMO_NAMES)
+    assert last["train"]["epoch"] == 2 and last["train"]["ema_updates"] >= 1
+    assert {"optimizer", "model", "best_fitness", "rng"} <= set(last["train"])
+    assert "optimizer" not in best["train"] and best["train"]["epoch"] in (1, 2)
+    # the saved weights are the EMA's, not the raw training weights
+    differs = [k for k, v in last["state_dict"].items() if v.is_floating_point()
+               and not torch.equal(v, last["train"]["model"][k])]
+    assert differs
+    model = load_model(run / "weights" / "best.pt")
+    assert model.arch == "yolov8n" and model.names == list(DEMO_NAMES)
+
+
+def test_a_second_run_of_the_same_name_gets_a_new_folder(demo_run, demo_data, capsys):
+    _, _, run = demo_run
+    assert train_cli.main(["--data", str(demo_data), "--weights", "none", "--epochs", "1", "--name", "demo",
+                           "--project", str(run.parent), *TINY]) == 0
+    assert (run.parent / "demo2" / "weights" / "last.pt").is_file()
+    assert len(read_results(run / "results.csv")["epoch"]) == 2  # the first run is untouched
+
+
+def test_patience_stops_when_fitness_stops_improving(demo_data, tmp_path, capsys):
+    # from scratch at 128 px nothing is found in 3 epochs: fitness stays 0, so only epoch 1 improves (on -inf)
+    assert train_cli.main(["--data", str(demo_data), "--weights", "none", "--epochs", "3", "--patience", "1",
+                           "--grad-norms", "off", "--project", str(tmp_path), "--name", "p", *TINY]) == 0
+    out = capsys.readouterr().out
+    results = read_results(tmp_path / "p" / "results.csv")
+    assert results["epoch"] == [1.0, 2.0]
+    assert "stopped early" in out and "best epoch 1" in out
+    # --grad-norms off: no grad_norms files, the columns are NaN
+    assert not (tmp_path / "p" / "grad_norms.csv").exists() and "gradient L2 norm" not in out
+    assert all(v != v for v in results["grad_norm/total"])
+
+
+def test_bad_freeze_index_is_an_error(demo_data, tmp_path, capsys):
+    assert train_cli.main(["--data", str(demo_data), "--weights", "none", "--freeze", "40",
+                           "--project", str(tmp_path)]) == 2
+    assert "has 23 blocks (0-22)" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before a run folder was made
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "/no/such/data.yaml"], "/no/such/data.yaml"),
+    (["--resume", "/no/such/run"], "nothing to resume in /no/such/run"),
+    (["--imgsz", "100"], "not a positive multiple of 32"),
+    (["--lr0", "-1"], "must be positive"),
+    (["--freeze", "fr3", "--unfreeze", "5:fr1", "--epochs", "5"], "never reached in a 5-epoch run"),
+    (["--freeze", "fr3", "--unfreeze", "5:fr1,3:none"], "the epochs must increase"),
+    (["--unfreeze", "5-fr1"], "expected EPOCHS:FREEZE entries"),
+    (["--unfreeze", "2:0-30"], "--unfreeze 0-30: yolov8n has 23 blocks"),
+    (["--lr-mult", "backbone=0"], "positive number"),
+    (["--lr-mult", "trunk=0.1"], "expected a part (backbone, neck, head) or a block range"),
+    (["--lr-mult", "backbone=0.1,5-12=0.5"], "block 5 is named by both backbone and 5-12"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, demo_data, tmp_path, capsys):
+    data = [] if "--data" in argv else ["--data", str(demo_data), "--weights", "none"]
+    assert train_cli.main([*data, *argv, "--project", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # refused before a run folder was made
+
+
+def test_offline_without_pretrained_weights_says_how_to_train_from_scratch(demo_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("YOLOFREEZE_WEIGHTS", str(tmp_path / "cache"))
+    monkeypatch.setenv("YOLOFREEZE_WEIGHTS_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    assert train_cli.main(["--data", str(demo_data), "--weights", "yolov8n.pt", "--project", str(tmp_path)]) == 2
+    assert "--weights none" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_epoch_and_batch(demo_data, tmp_path, capsys):
+    model = random_model("yolov8n", names=list(DEMO_NAMES))
+    with torch.no_grad():
+        model.model[0].conv.weight[0, 0, 0, 0] = float("nan")
+    weights = save_checkpoint(model, tmp_path / "nan.pt")
+    assert train_cli.main(["--data", str(demo_data), "--weights", str(weights), "--epochs", "1",
+                           "--project", str(tmp_path), "--name", "nan", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "loss became nan at epoch 1, batch 1 of 6" in err and "no checkpoint was written" in err
+    assert not (tmp_path / "nan" / "weights" / "last.pt").exists()
+
+
+def test_corrupt_image_and_label_are_reported_and_skipped(demo_data, tmp_path, capsys):
+    root = tmp_path / "broken"
+    shutil.copytree(demo_data.parent, root)
+    image = root / "images" / "train" / "train_0003.jpg"
+    image.write_bytes(image.read_bytes()[:300])  # truncated JPEG
+    (root / "labels" / "train" / "train_0005.txt").write_text("0 0.5 0.5 zero 0.2\n")
+    assert train_cli.main(["--data", str(root / "data.yaml"), "--weights", "none", "--epochs", "1",
+                           "--project", str(tmp_path), "--name", "b", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "problems (2)" in out and "unreadable_image" in out and "bad_annotation" in out
+    assert "train_0003.jpg" in out and "train_0005.txt" in out and "training 1 epochs on 47 images" in out
+    assert (tmp_path / "b" / "weights" / "last.pt").is_file()
+
+
+def _trainer_for(weights: Path, data: Path, tmp_path: Path):
+    settings, _ = parse_train_args(["--data", str(data), "--weights", str(weights), "--project", str(tmp_path),
+                                    *TINY])
+    return new_trainer(settings, Distributed())
+
+
+def test_other_class_names_reinitialise_only_the_class_outputs(demo_data, tmp_path):
+    source = random_model("yolov8n", nc=80, seed=3)  # COCO names: none of the demo's classes
+    trainer = _trainer_for(save_checkpoint(source, tmp_path / "coco.pt"), demo_data, tmp_path)
+    before, after = source.state_dict(), trainer.model.state_dict()
+    changed = [k for k in after if before[k].shape != after[k].shape or not torch.equal(before[k], after[k])]
+    assert trainer.model.names == list(DEMO_NAMES)
+    assert changed and all(k.startswith("model.22.cv3.") for k in changed)
+    assert {k for k in after if k.startswith("model.22.cv3.") and k.endswith(".2.bias")} <= set(changed)
+
+
+def test_same_names_in_another_order_are_remapped_not_reinitialised(demo_data, tmp_path):
+    order = [2, 0, 1]
+    source = random_model("yolov8n", names=[DEMO_NAMES[k] for k in order], seed=4)
+    trainer = _trainer_for(save_checkpoint(source, tmp_path / "perm.pt"), demo_data, tmp_path)
+    before, after = source.state_dict(), trainer.model.state_dict()
+    for key in after:
+        if key.endswith(("cv3.0.2.weight", "cv3.1.2.weight", "cv3.2.2.weight", "cv3.0.2.bias", "cv3.1.2.bias",
+                         "cv3.2.2.bias")):
+            for old, name in enumerate(source.names):
+                assert torch.equal(after[key][DEMO_NAMES.index(name)], before[key][old]), key
+        else:
+            assert torch.equal(before[key], after[key]), key
+
+
+def test_freeze_preset_reaches_the_trainer_and_the_optimiser(demo_data, tmp_path, capsys):
+    settings, _ = parse_train_args(["--data", str(demo_data), "--weights", "none", "--freeze", "fr2",
+                                    "--project", str(tmp_path), *TINY])
+    trainer = new_trainer(settings, Distributed(), say=print)
+    assert trainer.plan.frozen == set(range(9)) and trainer.run_dir.name == "demo-yolov8n-freezefr2"
+    out = capsys.readouterr().out
+    assert "parameters frozen" in out and out.count(" frozen    eval") == 9 and "frozen batch-norm: eval" in out
+    in_optimiser = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    for name, param in trainer.model.named_parameters():
+        assert (id(param) in in_optimiser) == (int(name.split(".")[1]) >= 9 and ".dfl." not in name), name

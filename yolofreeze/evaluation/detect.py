@@ -1,0 +1,59 @@
+"""Detections on image files: letterbox as the reference does, run, post-process, map back to the original
+pixels; draw them (the command line is :mod:`yolofreeze.predict`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageOps
+
+from ..boxes import unletterbox_boxes
+from ..data.loader import letterbox_from_original, load_image
+from ..data.records import IMAGE_SUFFIXES
+from ..model import YOLO
+from .postprocess import postprocess
+
+PALETTE = [(255, 56, 56), (72, 249, 10), (0, 194, 255), (255, 157, 151), (146, 204, 23), (52, 69, 147),
+           (255, 112, 31), (207, 210, 49), (132, 56, 255), (255, 55, 199)]
+
+
+def list_images(source: str | Path) -> list[Path]:
+    """An image file, or the image files of a directory (sorted, not recursive)."""
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        return sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    raise FileNotFoundError(f"source not found: {source}")
+
+
+@torch.no_grad()
+def predict_image(model: YOLO, path: Path, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
+                  max_det: int = 300) -> torch.Tensor:
+    """Detections ``(N, 6)``: ``x1, y1, x2, y2`` in original-image pixels, score, class index."""
+    resized, (h0, w0) = load_image(path, imgsz)
+    canvas, gain, pad = letterbox_from_original(resized, (h0, w0), imgsz)
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1)))[None].to(device).float() / 255
+    det = postprocess(model(x), model.nms_free, conf=conf, iou=iou, max_det=max_det)[0].cpu()
+    det[:, :4] = unletterbox_boxes(det[:, :4], gain, pad, (h0, w0))
+    return det
+
+
+def draw_detections(path: Path, det: torch.Tensor, names: list[str]) -> Image.Image:
+    """The original image (EXIF orientation applied, as the detections are) with labelled boxes."""
+    image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    pen = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 400))
+    for x1, y1, x2, y2, score, cls in det.tolist():
+        color = PALETTE[int(cls) % len(PALETTE)]
+        label = f"{names[int(cls)]} {score:.2f}"
+        pen.rectangle((x1, y1, x2, y2), outline=color, width=width)
+        left, top, right, bottom = pen.textbbox((0, 0), label)
+        label_h = bottom - top + 2 * width
+        label_top = y1 - label_h if y1 - label_h >= 0 else y1  # above the box, or inside it at the top edge
+        label_left = min(x1, max(0, image.width - (right - left + 2 * width)))  # never past the right edge
+        pen.rectangle((label_left, label_top, label_left + right - left + 2 * width, label_top + label_h), fill=color)
+        pen.text((label_left + width, label_top + width - top), label, fill=(255, 255, 255))
+    return image

@@ -1,0 +1,139 @@
+"""Gradient L2 norms per optimiser step: of each block, each part (backbone / neck / head) and the whole model.
+
+The norms are those of the gradients the optimiser applies. :func:`yolofreeze.training.optim.optimizer_step` hands them
+to :meth:`GradNormMonitor.record` (its ``on_norms`` hook) after AMP unscaling, after the gradients of the
+nominal batch were summed over the accumulated batches and after DDP averaged them across processes, and before
+clipping: the per-tensor norms it passes are the ones clipping uses, so the total recorded *is* the value
+``clip_grad_norm_`` returns. (Hooks on the parameters, e.g. ``register_post_accumulate_grad_hook``, fire on every
+accumulated batch, before DDP's averaging and before unscaling, so they would see other gradients.)
+
+A block's norm is ``sqrt(sum of its parameters' squared gradient norms)``; a part's and the total combine blocks
+the same way. Frozen blocks have no gradient and no row. Rows go to ``grad_norms.csv`` (``step, epoch, block,
+part, norm``; part rows have block ``all``, the total row block ``all`` and part ``total``).
+"""
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..model import YOLO
+
+COLUMNS = ("step", "epoch", "block", "part", "norm")
+PARTS = ("backbone", "neck", "head")
+ALL = "all"
+TOTAL = "total"
+
+
+class GradNormMonitor:
+    """Collects per-step gradient norms of ``model`` (the un-wrapped model, not its DDP wrapper).
+
+    Rows stay in memory until :meth:`flush` appends them to ``grad_norms.csv`` (once per epoch, rank 0).
+    """
+
+    def __init__(self, model: YOLO) -> None:
+        self.block_of = {}
+        for info in model.blocks:
+            for param in model.model[info.index].parameters():
+                self.block_of[id(param)] = info.index
+        self.part_of = {info.index: info.part for info in model.blocks}
+        self.rows: list[tuple[int, int, str, str, float]] = []
+        self._layout: tuple[tuple[int, ...], torch.Tensor, list[int]] | None = None
+
+    def _blocks_of(self, params: list[nn.Parameter]) -> tuple[torch.Tensor, list[int]]:
+        """For ``params``: the position of each one's block among the blocks present ``(P,)``, and those blocks."""
+        key = tuple(id(p) for p in params)
+        if self._layout is None or self._layout[0] != key:
+            blocks = sorted({self.block_of[id(p)] for p in params})
+            position = {block: k for k, block in enumerate(blocks)}
+            index = torch.tensor([position[self.block_of[id(p)]] for p in params])
+            self._layout = (key, index, blocks)
+        return self._layout[1], self._layout[2]
+
+    @torch.no_grad()
+    def record(self, params: list[nn.Parameter], norms: list[torch.Tensor], total: torch.Tensor, step: int,
+               epoch: int) -> None:
+        """Add the rows of optimiser step ``step`` (1-based) in ``epoch`` (1-based).
+
+        Args:
+            params: the parameters with a gradient, in model order.
+            norms: their gradients' L2 norms, 0-d tensors.
+            total: the L2 norm of all of them together (what clipping uses).
+        """
+        if not params:
+            return
+        index, blocks = self._blocks_of(params)
+        squares = torch.stack(norms).double().cpu() ** 2
+        block_norms = torch.zeros(len(blocks), dtype=torch.float64).index_add_(0, index, squares).sqrt().tolist()
+        part_squares = defaultdict(float)
+        for block, norm in zip(blocks, block_norms):
+            self.rows.append((step, epoch, str(block), self.part_of[block], norm))
+            part_squares[self.part_of[block]] += norm * norm
+        for part in PARTS:
+            if part in part_squares:
+                self.rows.append((step, epoch, ALL, part, math.sqrt(part_squares[part])))
+        self.rows.append((step, epoch, ALL, TOTAL, float(total)))
+
+    def epoch_means(self) -> dict[str, float]:
+        """Mean over the held steps of the total and each part's norm (finite values only; NaN when none):
+        the ``grad_norm/*`` columns of ``results.csv``."""
+        values = defaultdict(list)
+        for _, _, block, part, norm in self.rows:
+            if block == ALL and math.isfinite(norm):
+                values[part].append(norm)
+        return {f"grad_norm/{name}": float(np.mean(values[name])) if values[name] else math.nan
+                for name in (TOTAL, *PARTS)}
+
+    def flush(self, path: Path) -> None:
+        """Append the held rows to ``path`` (header first when new) and forget them."""
+        new = not path.is_file()
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(COLUMNS)
+            writer.writerows((step, epoch, block, part, f"{norm:.9g}") for step, epoch, block, part, norm in self.rows)
+        self.rows.clear()
+
+
+def read_grad_norms(path: str | Path) -> list[dict]:
+    """``grad_norms.csv`` as rows ``{"step": int, "epoch": int, "block": "N" or "all", "part": str, "norm": float}``."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{"step": int(r["step"]), "epoch": int(r["epoch"]), "block": r["block"], "part": r["part"],
+                 "norm": float(r["norm"])} for r in csv.DictReader(f)]
+
+
+def summarize_grad_norms(path: str | Path) -> dict[str, dict[str, float]]:
+    """Mean, standard deviation (population) and coefficient of variation ``std / mean`` over all steps, of
+    the total (key ``"total"``), each part (``"backbone"`` …) and each block (``"block 12"``), finite norms only.
+
+    Returns ``{key: {"mean", "std", "cv", "steps"}}`` in the order total, parts, blocks.
+    """
+    series = defaultdict(list)
+    for row in read_grad_norms(path):
+        if math.isfinite(row["norm"]):
+            key = row["part"] if row["block"] == ALL else f"block {row['block']}"
+            series[key].append(row["norm"])
+    order = [TOTAL, *PARTS] + sorted((k for k in series if k.startswith("block ")), key=lambda k: int(k.split()[1]))
+    summary = {}
+    for key in order:
+        if series[key]:
+            values = np.asarray(series[key])
+            mean, std = float(values.mean()), float(values.std())
+            summary[key] = {"mean": mean, "std": std, "cv": std / mean if mean > 0 else math.nan,
+                            "steps": len(values)}
+    return summary
+
+
+def format_grad_norm_summary(summary: dict[str, dict[str, float]]) -> str:
+    """The total and per-part lines of :func:`summarize_grad_norms` as a small text table (CV in %)."""
+    lines = [f"{'gradient L2 norm':<16} {'mean':>10} {'std':>10} {'CV':>7} {'steps':>6}"]
+    for key in (TOTAL, *PARTS):
+        if key in summary:
+            s = summary[key]
+            lines.append(f"{key:<16} {s['mean']:>10.4g} {s['std']:>10.4g} {100 * s['cv']:>6.1f}% {s['steps']:>6}")
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""The layer-freezing study in one command: every dataset x model x strategy, trained with the same recipe.
+
+    python -m yolofreeze.study --models yolov8n,yolov10n --data insplad --strategies scratch,none,fr1,fr2,fr3 \\
+        --epochs 1000 --patience 50 --seed 0 [--name NAME] [--dry-run] [--devices 0,1,2,3] [trainer flags …]
+
+Strategies are the paper's: ``scratch`` (random initialisation, nothing frozen), ``none`` (fine-tune everything
+from the pretrained weights), ``fr1`` / ``fr2`` / ``fr3`` / ``backbone`` (``--freeze`` presets) — or any other
+``--freeze`` value (``fr2`` and ``9`` are the same plan). Every other flag is passed to ``train.py`` unchanged
+(``--imgsz``, ``--batch``, ``--frozen-bn``, ``--lr-mult``, ``--unfreeze``, …).
+
+Data flow: the plan (:func:`plan_study`) → one ``train.py`` process per run, in
+``runs/study/<name>/<dataset>-<model>-<strategy>/`` (:func:`run_one`; a finished run, marked by its
+``summary.json``, is skipped; a killed one continues from its ``last.pt``; one that never finished an epoch starts
+over) → the report (:mod:`yolofreeze.study.report`: ``study.csv``, ``study.md``, plots, diagnostics). Runs go one at a
+time, or one per GPU at a time with ``--devices``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..cli import ArgumentParser, entry_point, non_negative_int, positive_int
+from ..data import DatasetInfo, build_dataloader, resolve_dataset
+from ..freezing.memory import format_plan_memory, profile_plan_memory
+from ..freezing.plan import format_audit
+from ..model import build_model
+from ..training.loss import build_loss
+from ..training.optim import build_optimizer
+from ..training.setup import parse_train_args
+from .demo import prepare_demo
+from .report import write_report
+from .runner import (STRATEGIES, StudyRun, dataset_label, flag_given, plan_study, run_status, run_study,
+                     weights_table)
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The study's own options, and the trainer flags to pass through to every run."""
+    parser = ArgumentParser("python -m yolofreeze.study", __doc__)
+    parser.add_argument("--models", default=None, help="comma-separated architectures (default yolov8n)")
+    parser.add_argument("--data", default=None, help="comma-separated datasets (names, data.yaml, folders)")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES),
+                        help="comma-separated: scratch, none, fr1, fr2, fr3, backbone, or --freeze values")
+    parser.add_argument("--weights", default=None,
+                        help="pretrained start per model: MODEL=PATH,… or one path for a single model (default: "
+                             "the official COCO weights of each model)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (train.py's default)")
+    parser.add_argument("--patience", type=non_negative_int, default=None, help="early-stopping patience")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="one seed for every run")
+    parser.add_argument("--name", default=None, help="study folder name under --project (default: the datasets "
+                                                     "and models)")
+    parser.add_argument("--project", default="runs/study", help="folder of the study folders")
+    parser.add_argument("--devices", default=None,
+                        help="GPU ids, e.g. 0,1,2,3: one run per GPU (group) at a time; default one run at a time")
+    parser.add_argument("--gpus-per-run", type=positive_int, default=1,
+                        help="GPUs per run with --devices (more than 1: each run is a torchrun job)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan, each run's freeze audit and memory estimate; train nothing")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report of the finished runs")
+    parser.add_argument("--demo", action="store_true",
+                        help="the offline miniature of the paper: pretrain on a generated source domain, then the "
+                             "study on a generated target domain (7 to 10 CPU minutes)")
+    args, passthrough = parser.parse_known_args(argv)
+    for flag in ("--model", "--freeze", "--project", "--name", "--resume", "--weights"):
+        if flag_given(passthrough, flag):
+            parser.error(f"{flag} is set by the study for each run; use --models / --strategies / --weights")
+    if passthrough and not passthrough[0].startswith("--"):
+        parser.error(f"unexpected argument {passthrough[0]!r}")
+    devices = [d for d in (args.devices or "").split(",") if d]
+    if devices and len(devices) % args.gpus_per_run:
+        parser.error(f"--devices {args.devices}: {len(devices)} GPUs do not split into groups of "
+                     f"{args.gpus_per_run}")
+    if not args.data and not args.demo:
+        parser.error("give --data (one or more datasets), or --demo")
+    args.devices = devices
+    return args, passthrough
+
+
+def common_args(args: argparse.Namespace, passthrough: list[str]) -> list[str]:
+    """Flags every run gets: epochs, patience, seed, then the pass-through trainer flags."""
+    common = ["--seed", str(args.seed)]
+    if args.epochs is not None:
+        common += ["--epochs", str(args.epochs)]
+    if args.patience is not None:
+        common += ["--patience", str(args.patience)]
+    return common + passthrough
+
+
+def print_dry_run(runs: Sequence[StudyRun], study_dir: Path, common: list[str],
+                  datasets: dict[str, DatasetInfo]) -> None:
+    """The plan without training: a table of the runs and their state, then per run its freeze audit and the
+    memory of one training step (per ``--unfreeze`` phase) measured on a copy of the (randomly initialised) model
+    with a real batch. ``datasets``: each run's ``data`` resolved (:func:`yolofreeze.data.resolve_dataset`)."""
+    print(f"study {study_dir}: {len(runs)} runs")
+    print(f"{'#':>3}  {'run':<40} {'weights':<24} state")
+    for k, run in enumerate(runs, start=1):
+        print(f"{k:>3}  {run.name:<40} {run.weights:<24} {run_status(study_dir / run.name)}")
+    for run in runs:
+        settings, _ = parse_train_args([*common, "--data", run.data, "--freeze", run.freeze])
+        cfg = settings.config()
+        info = datasets[run.data]
+        model = build_model(run.model, names=info.names)
+        plan = settings.plan(model)
+        plan.apply(model)
+        batch = next(iter(build_dataloader(info.splits["train"][:cfg.batch], cfg.imgsz, cfg.batch)))
+        phases = profile_plan_memory(model, plan, build_loss(model), batch.images.float() / 255, batch.targets,
+                                     lambda m, phase: build_optimizer(m, cfg, phase.trainable, plan.lr_split()))
+        print(f"\n== {run.name} (start: {run.weights}) ==\n{format_audit(plan.audit(model))}\n"
+              f"{format_plan_memory(phases)}")
+        del model, phases
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    args, passthrough = parse_args(argv)
+    if args.demo:
+        args, passthrough = prepare_demo(args, passthrough)
+    models, datasets = (args.models or "yolov8n").split(","), args.data.split(",")
+    runs = plan_study(models, datasets, args.strategies.split(","), weights_table(args.weights, models))
+    common = common_args(args, passthrough)
+    parse_train_args(common)  # refuse a flag train.py would refuse before any run starts (one line, exit 2)
+    resolved = {dataset: resolve_dataset(dataset) for dataset in datasets}  # a missing one stops the study here
+    name = args.name or "_".join([*map(dataset_label, datasets), *models])
+    study_dir = Path(args.project) / name
+    if args.dry_run:
+        print_dry_run(runs, study_dir, common, resolved)
+        return 0
+    study_dir.mkdir(parents=True, exist_ok=True)
+    print(f"study {study_dir}: {len(runs)} runs ({len(datasets)} datasets x {len(models)} models x "
+          f"{len(runs) // (len(datasets) * len(models))} strategies)", flush=True)
+    codes = {} if args.report_only else run_study(runs, study_dir, common, args.devices, args.gpus_per_run)
+    report = write_report(runs, study_dir)
+    print(report.markdown)
+    print(f"\nreport: {study_dir / 'study.md'}, study.csv, plots: {', '.join(p.name for p in report.plots)}")
+    failed = [name for name, code in codes.items() if code]
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (logs in {study_dir / 'logs'}); run the same "
+              f"command again to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""The study report: one row per run, read from its run folder, then ``study.csv``, ``study.md``, plots and the
+paper's failure signatures.
+
+What a row holds and where it comes from (each run folder is what ``train.py`` writes):
+
+- ``summary.json`` (present once the run finished): the best epoch, its mAP@50, mAP@50:95 and per-class AP@50
+  (pycocotools), the epochs run;
+- ``results.csv``: time per epoch (mean of ``epoch_seconds``) and the training time (their sum), the training loss
+  of the first and last epoch, mAP@50 per epoch (plots), the CUDA peak reserved memory (max over epochs);
+- ``memory.json``: on CPU the peak memory is the step breakdown's estimate (parameters + gradients + optimiser
+  state + saved activations; with ``--unfreeze`` of the phase that takes the most), on CUDA the measured peak
+  reserved memory of training;
+- ``freeze_audit.json``: frozen blocks and trainable parameters;
+- ``grad_norms.csv``: the total gradient norm per step: mean, coefficient of variation, early mean, curves.
+
+Failure signatures (:func:`diagnose`), after the layer-freezing paper:
+
+- **capacity collapse**: mAP@50 stays near zero (best < ``COLLAPSE_MAP50``) while the training loss falls (last
+  epoch below ``LOSS_FELL`` x the first): the trainable part cannot fit the task;
+- **gradient starvation**: early in training (the first ``EARLY_FRACTION`` of fine-tuning's steps) the strategy's
+  mean total gradient norm is below ``STARVATION_RATIO`` x fine-tuning's;
+- **forgetting**: fine-tuning's mAP@50 is well below a frozen strategy's (below ``FORGETTING_RATIO`` x it and at
+  least ``FORGETTING_GAP`` lower): updating everything lost what the frozen features kept.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..freezing.gradnorm import ALL, TOTAL, read_grad_norms
+from ..plots import plot_study
+from ..training.runs import read_results
+
+COLLAPSE_MAP50 = 0.05
+LOSS_FELL = 0.9
+EARLY_FRACTION = 0.1
+STARVATION_RATIO = 0.6
+FORGETTING_RATIO = 0.9
+FORGETTING_GAP = 0.02
+FINE_TUNE = "none"
+CSV_COLUMNS = ("dataset", "model", "strategy", "status", "frozen_blocks", "trainable_params", "map50", "map50_95",
+               "peak_memory_mb", "memory_source", "memory_saving_pct", "epochs_run", "best_epoch", "epoch_seconds",
+               "train_minutes", "grad_norm_mean", "grad_norm_cv", "flags")
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` made: the rows, the markdown text and the plot files."""
+
+    rows: list[dict]
+    markdown: str
+    plots: list[Path]
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def collect_row(dataset: str, model: str, strategy: str, run_dir: Path) -> dict:
+    """One run's row (see the module docstring); ``status`` is ``finished``, ``unfinished`` or ``missing``, and
+    values a run does not have yet are NaN. Series for the plots ride along under ``series``."""
+    summary = _read_json(run_dir / "summary.json")
+    row = {"dataset": dataset, "model": model, "strategy": strategy,
+           "status": "finished" if summary else ("unfinished" if run_dir.is_dir() else "missing"),
+           "frozen_blocks": "", "trainable_params": math.nan, "map50": math.nan, "map50_95": math.nan,
+           "peak_memory_mb": math.nan, "memory_source": "", "memory_saving_pct": math.nan,
+           "epochs_run": math.nan, "best_epoch": math.nan, "epoch_seconds": math.nan, "train_minutes": math.nan,
+           "grad_norm_mean": math.nan, "grad_norm_cv": math.nan, "flags": "", "ap50": {},
+           "series": {"epochs": [], "map50": [], "train_loss": [], "grad_steps": [], "grad_total": []}}
+    audit = _read_json(run_dir / "freeze_audit.json")
+    if audit:
+        blocks = audit["frozen_blocks"]
+        row["frozen_blocks"] = f"{blocks[0]}-{blocks[-1]}" if blocks and blocks == list(
+            range(blocks[0], blocks[-1] + 1)) else (",".join(map(str, blocks)) or "none")
+        row["trainable_params"] = audit["totals"]["trainable_params"]
+    if summary and summary["best"]:
+        best = summary["best"]
+        row.update(map50=best["map50"], map50_95=best["map50_95"], best_epoch=summary["best_epoch"],
+                   epochs_run=summary["epochs_run"], ap50={c["name"]: c["ap50"] for c in best["per_class"]})
+    results_path = run_dir / "results.csv"
+    if results_path.is_file():
+        results = read_results(results_path)
+        seconds = results.get("epoch_seconds", [])
+        losses = [sum(parts) for parts in zip(results["train/box_loss"], results["train/cls_loss"],
+                                              results["train/dfl_loss"])]
+        row["series"].update(epochs=results["epoch"], map50=results["metrics/mAP50(B)"], train_loss=losses)
+        if seconds:
+            row.update(epoch_seconds=float(np.mean(seconds)), train_minutes=float(np.sum(seconds)) / 60)
+        reserved = [v for v in results.get("memory/cuda_reserved_mb", []) if math.isfinite(v)]
+        if reserved:
+            row.update(peak_memory_mb=max(reserved), memory_source="CUDA peak reserved")
+    memory = _read_json(run_dir / "memory.json")
+    if memory and not row["memory_source"]:
+        row.update(peak_memory_mb=memory["estimated_total_bytes"] / 2**20, memory_source="step estimate")
+    norms_path = run_dir / "grad_norms.csv"
+    if norms_path.is_file():
+        totals = [(r["step"], r["norm"]) for r in read_grad_norms(norms_path)
+                  if r["block"] == ALL and r["part"] == TOTAL and math.isfinite(r["norm"])]
+        if totals:
+            steps, values = zip(*totals)
+            mean = float(np.mean(values))
+            row.update(grad_norm_mean=mean, grad_norm_cv=float(np.std(values)) / mean if mean > 0 else math.nan)
+            row["series"].update(grad_steps=list(steps), grad_total=list(values))
+    return row
+
+
+def add_savings(rows: list[dict]) -> None:
+    """``memory_saving_pct``: how much less peak memory than fine-tuning (``none``) of the same dataset and model,
+    in % (negative: more)."""
+    for row in rows:
+        reference = next((r for r in rows if r["dataset"] == row["dataset"] and r["model"] == row["model"]
+                          and r["strategy"] == FINE_TUNE), None)
+        if reference and reference["peak_memory_mb"] > 0 and math.isfinite(row["peak_memory_mb"]):
+            row["memory_saving_pct"] = 100 * (1 - row["peak_memory_mb"] / reference["peak_memory_mb"])
+
+
+def _early_mean(totals: Sequence[float], steps: int) -> float:
+    return float(np.mean(totals[:steps])) if len(totals) >= 1 else math.nan
+
+
+def diagnose(rows: list[dict]) -> dict[tuple[str, str, str], list[str]]:
+    """The failure signatures of each run, keyed by ``(dataset, model, strategy)`` (empty lists for healthy runs).
+
+    Uses ``map50``, ``series.train_loss`` and ``series.grad_total`` of the rows; fine-tuning (``none``) of the same
+    dataset and model is the reference for starvation and forgetting.
+    """
+    flags = {(r["dataset"], r["model"], r["strategy"]): [] for r in rows}
+    for row in rows:
+        key = (row["dataset"], row["model"], row["strategy"])
+        losses = row["series"]["train_loss"]
+        if (math.isfinite(row["map50"]) and row["map50"] < COLLAPSE_MAP50 and len(losses) >= 2
+                and losses[-1] < LOSS_FELL * losses[0]):
+            flags[key].append(f"capacity collapse: mAP50 {row['map50']:.3f} while the training loss fell "
+                              f"{losses[0]:.2f} -> {losses[-1]:.2f}")
+        reference = next((r for r in rows if r["dataset"] == row["dataset"] and r["model"] == row["model"]
+                          and r["strategy"] == FINE_TUNE), None)
+        if reference is None or reference is row:
+            continue
+        ref_totals, totals = reference["series"]["grad_total"], row["series"]["grad_total"]
+        if ref_totals and totals:
+            steps = max(1, round(EARLY_FRACTION * len(ref_totals)))
+            ratio = _early_mean(totals, steps) / _early_mean(ref_totals, steps)
+            if ratio < STARVATION_RATIO:
+                flags[key].append(f"gradient starvation: early gradient norm {ratio:.2f}x fine-tuning's "
+                                  f"(first {steps} steps)")
+        if (math.isfinite(row["map50"]) and math.isfinite(reference["map50"]) and row["strategy"] != "scratch"
+                and reference["map50"] < FORGETTING_RATIO * row["map50"]
+                and row["map50"] - reference["map50"] >= FORGETTING_GAP):
+            flags[(row["dataset"], row["model"], FINE_TUNE)].append(
+                f"forgetting: fine-tuning mAP50 {reference['map50']:.3f} below {row['strategy']}'s "
+                f"{row['map50']:.3f}")
+    return flags
+
+
+def _cell(value, digits: int = 3) -> str:
+    if isinstance(value, str):
+        return value or "-"
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.{digits}f}"
+
+
+def format_markdown(rows: list[dict], study_dir: Path) -> str:
+    """``study.md``: per dataset and model the strategy table, the per-class AP@50 table and the flags."""
+    lines = [f"# Study {study_dir.name}", "",
+             "mAP from pycocotools on the val split at the best epoch (fitness 0.1 mAP50 + 0.9 mAP50-95). Peak "
+             "memory: CUDA peak reserved over training on a GPU, else the measured step breakdown (parameters + "
+             "gradients + optimiser state + saved activations). Saving: less peak memory than fine-tuning (none). "
+             "Gradient norm: total L2 norm per optimiser step before clipping, mean and coefficient of variation.",
+             ""]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        for model in dict.fromkeys(r["model"] for r in rows if r["dataset"] == dataset):
+            group = [r for r in rows if r["dataset"] == dataset and r["model"] == model]
+            lines += [f"## {dataset} · {model}", "",
+                      "| strategy | frozen blocks | trainable params | mAP50 | mAP50-95 | peak memory MiB | saving | "
+                      "epochs (best) | s/epoch | train min | grad norm mean | grad norm CV | status |",
+                      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            for r in group:
+                saving = f"{r['memory_saving_pct']:.1f}%" if math.isfinite(r["memory_saving_pct"]) else "-"
+                epochs = "-" if not math.isfinite(float(r["epochs_run"])) else f"{r['epochs_run']} ({r['best_epoch']})"
+                cv = f"{100 * r['grad_norm_cv']:.0f}%" if math.isfinite(r["grad_norm_cv"]) else "-"
+                lines.append(f"| {r['strategy']} | {_cell(r['frozen_blocks'])} | {_cell(r['trainable_params'])} | "
+                             f"{_cell(r['map50'])} | {_cell(r['map50_95'])} | {_cell(r['peak_memory_mb'], 1)} | "
+                             f"{saving} | {epochs} | {_cell(r['epoch_seconds'], 1)} | {_cell(r['train_minutes'], 1)} | "
+                             f"{_cell(r['grad_norm_mean'], 2)} | {cv} | {r['status']} |")
+            classes = list(dict.fromkeys(name for r in group for name in r["ap50"]))
+            if classes:
+                lines += ["", "AP@50 per class:", "", "| strategy | " + " | ".join(classes) + " |",
+                          "|---|" + "---:|" * len(classes)]
+                lines += [f"| {r['strategy']} | " + " | ".join(_cell(r["ap50"].get(c, math.nan)) for c in classes)
+                          + " |" for r in group]
+            flagged = [(r["strategy"], flag) for r in group for flag in r["flags"].split("; ") if flag]
+            lines += ["", "Diagnostics: " + ("none of the paper's failure signatures." if not flagged else "")]
+            lines += [f"- **{strategy}**: {flag}" for strategy, flag in flagged]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """``study.csv``: :data:`CSV_COLUMNS`, then ``ap50/<class>`` per class."""
+    classes = list(dict.fromkeys(name for r in rows for name in r["ap50"]))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([*CSV_COLUMNS, *(f"ap50/{c}" for c in classes)])
+        for r in rows:
+            writer.writerow([r[c] if not isinstance(r[c], float) else f"{r[c]:.6g}" for c in CSV_COLUMNS]
+                            + [f"{r['ap50'][c]:.6g}" if c in r["ap50"] else "" for c in classes])
+
+
+def write_report(runs: Sequence, study_dir: Path) -> Report:
+    """Collect every run of the plan (``StudyRun``-like: ``dataset``, ``model``, ``strategy``, ``name``), flag the
+    failure signatures, write ``study.csv``, ``study.md`` and one ``study_<dataset>_<model>.png`` per pair."""
+    rows = [collect_row(run.dataset, run.model, run.strategy, study_dir / run.name) for run in runs]
+    add_savings(rows)
+    for key, flags in diagnose(rows).items():
+        row = next(r for r in rows if (r["dataset"], r["model"], r["strategy"]) == key)
+        row["flags"] = "; ".join(flags)
+    write_csv(rows, study_dir / "study.csv")
+    markdown = format_markdown(rows, study_dir)
+    (study_dir / "study.md").write_text(markdown + "\n", encoding="utf-8")
+    plots = []
+    for dataset, model in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
+        group = [r for r in rows if r["dataset"] == dataset and r["model"] == model]
+        plots.append(plot_study(group, study_dir / f"study_{dataset}_{model}.png", f"{dataset} · {model}"))
+    return Report(rows, markdown, plots)

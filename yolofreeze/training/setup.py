@@ -1,0 +1,250 @@
+"""A training run from its settings: ``train.py``'s flags → :class:`RunSettings` → a ready :class:`Trainer`.
+
+The one way to build a run. ``train.py`` (= ``python -m yolofreeze.train``) parses its flags with
+:func:`parse_train_args` and calls :func:`new_trainer` or :func:`resumed_trainer`; the study checks its pass-through
+flags with the same parser and builds the same plan for its dry run (:meth:`RunSettings.plan`).
+
+A run records its settings (:meth:`RunSettings.to_dict`, plus what was resolved: architecture, start, plan, run
+folder, process count) in ``args.yaml`` and in its checkpoints; ``--resume`` reads them back with
+:meth:`RunSettings.from_dict`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cli import ArgumentParser, default_device, device, image_size, non_negative_int, positive_int
+from ..data import DatasetInfo, check_dataset, format_report, resolve_dataset
+from ..freezing.cache import DTYPES, MODES, estimate_run_cache
+from ..freezing.plan import BN_MODES, FreezePlan, format_audit
+from ..model import YOLO, build_model, with_class_names
+from ..weights.checkpoints import load_checkpoint, load_model
+from .optim import TrainConfig
+from .runs import new_run_dir
+from .trainer import Distributed, Trainer, seed_everything
+
+TRAIN_MODULE = "yolofreeze.train"  # what ``python -m`` runs for one training run (the study launches it)
+# The embedded first run: small enough for a 2-core CPU in a few minutes, offline (no pretrained download).
+DEMO_DEFAULTS = {"weights": "none", "epochs": 10, "imgsz": 160, "batch": 8, "patience": 0}
+RECIPE_DEFAULTS = {"epochs": 100, "imgsz": 640, "batch": 16, "patience": 100}
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What ``train.py``'s flags ask for (None: the default of the recipe, or of the embedded demo dataset)."""
+
+    data: str = "demo"
+    model: str | None = None
+    weights: str | None = None
+    freeze: tuple[str, ...] = ("0",)
+    frozen_bn: str = "eval"
+    unfreeze: str | None = None
+    lr_mult: str | None = None
+    grad_norms: bool = True
+    epochs: int | None = None
+    patience: int | None = None
+    batch: int | None = None
+    imgsz: int | None = None
+    lr0: float = TrainConfig.lr0
+    seed: int = 0
+    device: str | None = None
+    workers: int = 2
+    cache: bool = False
+    cache_frozen: str | None = None
+    cache_dtype: str = "fp32"
+    amp: bool = True
+    name: str | None = None
+    project: str = "runs/train"
+
+    @property
+    def demo(self) -> bool:
+        """Whether the run trains on the embedded ``demo`` dataset (its own defaults apply)."""
+        return str(self.data).lower() == "demo"
+
+    def config(self) -> TrainConfig:
+        """The recipe: the given epochs, image size, batch and patience, or the defaults (the demo's on ``demo``)."""
+        defaults = DEMO_DEFAULTS if self.demo else RECIPE_DEFAULTS
+        given = {key: getattr(self, key) for key in ("epochs", "imgsz", "batch", "patience")}
+        return TrainConfig(**{k: v if v is not None else defaults[k] for k, v in given.items()}, seed=self.seed,
+                           lr0=self.lr0)
+
+    def plan(self, model: YOLO) -> FreezePlan:
+        """The run's whole freeze plan on ``model`` (:meth:`FreezePlan.build`)."""
+        return FreezePlan.build(list(self.freeze), model, self.frozen_bn, self.unfreeze, self.lr_mult,
+                                self.config().epochs)
+
+    def to_dict(self) -> dict:
+        """Plain values (``args.yaml``, checkpoints)."""
+        return {**dataclasses.asdict(self), "freeze": list(self.freeze)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunSettings:
+        """The settings :meth:`to_dict` wrote (other keys, e.g. what the run resolved, are ignored)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        return cls(**{**values, "freeze": tuple(values.get("freeze", cls.freeze))})
+
+
+def train_parser(prog: str = "train.py", description: str | None = None) -> argparse.ArgumentParser:
+    """``train.py``'s flags (the study passes the ones it does not set itself through to every run)."""
+    parser = ArgumentParser(prog, description or "Train a YOLOv8/YOLOv10 detector with layer freezing.")
+    parser.add_argument("--model", default=None,
+                        help="architecture name or yaml (yolov8n … yolov10x), or a .pt (= --weights); default: what "
+                             "--weights holds, else yolov8n")
+    parser.add_argument("--weights", default=None,
+                        help="starting checkpoint: ours or an official .pt/name, or 'none' (from scratch); default: "
+                             "the official COCO weights of --model (the demo dataset: none)")
+    parser.add_argument("--data", default="demo", help="data.yaml, dataset folder, or insplad/coco8/coco/demo")
+    parser.add_argument("--freeze", nargs="+", default=["0"], metavar="BLOCKS",
+                        help="N freezes blocks 0..N-1; or block numbers/ranges (0 3 5, 0-3,5); or a preset: fr1 (4 "
+                             "blocks), fr2 (9), fr3 (all but the head), backbone, none (default: 0, nothing frozen)")
+    parser.add_argument("--frozen-bn", choices=BN_MODES, default="eval",
+                        help="batch-norm of frozen blocks: eval (statistics fixed, the current reference) or train "
+                             "(statistics keep updating, older releases / YOLOv10 authors)")
+    parser.add_argument("--unfreeze", metavar="E:BLOCKS,...", default=None,
+                        help="progressive unfreezing: after E epochs freeze BLOCKS instead (any --freeze form), e.g. "
+                             "--freeze fr3 --unfreeze 10:fr1,20:none trains the head first, then more")
+    parser.add_argument("--lr-mult", metavar="PART=X,...", default=None,
+                        help="learning-rate multiplier per part or block range, e.g. backbone=0.1,neck=0.5,head=1 "
+                             "or 0-9=0.1 (unnamed blocks: 1)")
+    parser.add_argument("--grad-norms", choices=("on", "off"), default="on",
+                        help="log per-step gradient L2 norms per block/part/total to grad_norms.csv")
+    parser.add_argument("--epochs", type=positive_int, help=f"epochs (default {RECIPE_DEFAULTS['epochs']}; demo "
+                                                            f"{DEMO_DEFAULTS['epochs']})")
+    parser.add_argument("--patience", type=non_negative_int,
+                        help=f"stop after this many epochs without a better fitness, 0: never (default "
+                             f"{RECIPE_DEFAULTS['patience']})")
+    parser.add_argument("--batch", type=positive_int, help=f"images per batch over all processes (default "
+                                                           f"{RECIPE_DEFAULTS['batch']}; demo {DEMO_DEFAULTS['batch']})")
+    parser.add_argument("--imgsz", type=image_size, help=f"training image size in pixels (default "
+                                                         f"{RECIPE_DEFAULTS['imgsz']}; demo {DEMO_DEFAULTS['imgsz']})")
+    parser.add_argument("--lr0", type=float, default=TrainConfig.lr0, help="initial learning rate")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (data order, fresh layers)")
+    parser.add_argument("--device", type=device, default=None, help=f"cpu, cuda or cuda:N (default {default_device()})")
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="data-loader worker processes")
+    parser.add_argument("--cache", action="store_true", help="keep decoded training images in RAM")
+    parser.add_argument("--cache-frozen", choices=MODES, default=None,
+                        help="compute the frozen prefix's outputs once (train and val images) and keep them in ram "
+                             "or on disk (the run folder; deleted at the end); needs frozen blocks 0..k-1 (in "
+                             "every --unfreeze phase) with --frozen-bn eval")
+    parser.add_argument("--cache-dtype", choices=tuple(DTYPES), default=None,
+                        help="storage of --cache-frozen outputs: fp32 (exact) or fp16 (half the size; default fp32)")
+    parser.add_argument("--no-amp", action="store_true", help="full float32 on CUDA (AMP is never used on CPU)")
+    parser.add_argument("--name", default=None, help="run folder name under --project (default <data>-<model>-"
+                                                     "freeze<N>; never overwritten: name2, name3 …)")
+    parser.add_argument("--project", default="runs/train", help="folder of the run folders")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue a killed run from RUN_DIR/weights/last.pt (other options are ignored "
+                             "except --device and --workers)")
+    return parser
+
+
+def parse_train_args(argv: Sequence[str] | None, parser: argparse.ArgumentParser | None = None
+                     ) -> tuple[RunSettings, str | None]:
+    """``train.py``'s command line → ``(settings, the run folder to resume or None)``; bad flags exit with code 2
+    and one line (argparse)."""
+    parser = parser or train_parser()
+    args = parser.parse_args(argv)
+    if args.model and Path(args.model).suffix == ".pt":  # a checkpoint given as --model: it is the start
+        if args.weights:
+            parser.error(f"--model {args.model} is a checkpoint and --weights {args.weights} another; give one")
+        args.model, args.weights = None, args.model
+    if args.lr0 <= 0:
+        parser.error(f"--lr0 {args.lr0} must be positive")
+    if args.cache_dtype and not args.cache_frozen:
+        parser.error(f"--cache-dtype {args.cache_dtype} applies with --cache-frozen ram or disk")
+    flags = {k: v for k, v in vars(args).items() if k not in ("resume", "no_amp", "grad_norms", "freeze",
+                                                              "cache_dtype")}
+    settings = RunSettings(**flags, freeze=tuple(args.freeze), grad_norms=args.grad_norms == "on",
+                           amp=not args.no_amp, cache_dtype=args.cache_dtype or "fp32")
+    return settings, args.resume
+
+
+def start_model(settings: RunSettings, names: list[str]) -> tuple[YOLO, str]:
+    """The model training starts from (from scratch: already with ``names``), and where it came from."""
+    weights = settings.weights or (DEMO_DEFAULTS["weights"] if settings.demo else f"{settings.model or 'yolov8n'}.pt")
+    if weights.lower() == "none":
+        spec = settings.model or "yolov8n"
+        return build_model(spec, names=names), f"{spec} from scratch (random initialisation, seed {settings.seed})"
+    try:
+        model = load_model(weights)
+    except ConnectionError as error:
+        raise ConnectionError(f"{error} Or train from scratch with --weights none.") from None
+    if settings.model and Path(settings.model).stem not in (model.arch, Path(weights).stem):
+        raise ValueError(f"--model {settings.model} does not match --weights {weights}, which holds {model.arch}; "
+                         f"leave out --model")
+    return model, f"{model.arch} from {weights}"
+
+
+def checked_dataset(info: DatasetInfo, say: Say) -> DatasetInfo:
+    """Check ``info`` (:func:`check_dataset`), say its table and problems; the dataset without unreadable files."""
+    report = check_dataset(info)
+    say(f"{info.format} dataset {info.root}: {info.nc} classes\n{format_report(report)}")
+    return info.without(report.bad_paths)
+
+
+def new_trainer(settings: RunSettings, dist: Distributed, say: Say = lambda _: None) -> Trainer:
+    """Build the trainer of a new run: dataset, starting model aligned with its classes, plan, run folder (made
+    last: a refused run leaves no folder). ``say`` gets the dataset table, the start and the freeze audit."""
+    info = checked_dataset(resolve_dataset(settings.data), say)
+    cfg = settings.config()
+    seed_everything(cfg.seed)
+    model, origin = start_model(settings, info.names)
+    if model.names != info.names:
+        transfer = with_class_names(model, info.names)
+        model = transfer.model
+        origin += f"; classes changed to the dataset's {len(info.names)}: {transfer.message()}"
+    plan = settings.plan(model)
+    if settings.cache_frozen:  # refuse before the run folder exists; the trainer's own estimate is printed
+        estimate_run_cache(model, plan, info.splits, cfg.imgsz, cfg.val_batch, settings.cache_frozen,
+                           settings.cache_dtype, settings.project)
+    name = settings.name or f"{info.root.name}-{model.arch}-freeze{'_'.join(settings.freeze)}"
+    run_dir = dist.broadcast(new_run_dir(settings.project, name) if dist.main else None)
+    device_name = settings.device or default_device()
+    record = {**settings.to_dict(), "device": device_name, "arch": model.arch, "start": origin,
+              "frozen_blocks": sorted(plan.frozen), "plan": plan.to_dict(), "run_dir": str(run_dir),
+              "world_size": dist.world_size}
+    say(f"model: {origin}\n{format_audit(plan.audit(model))}")
+    return Trainer(model, info, cfg, run_dir, plan, device_name, settings.workers, settings.cache,
+                   amp=None if settings.amp else False, settings=record, progress=sys.stderr.isatty(),
+                   grad_norms=settings.grad_norms, cache_frozen=settings.cache_frozen,
+                   cache_dtype=settings.cache_dtype)
+
+
+def resumed_trainer(run_dir: str | Path, dist: Distributed, device_name: str | None = None,
+                    workers: int | None = None, say: Say = lambda _: None) -> Trainer:
+    """Rebuild a killed run from its ``last.pt`` and restore its training state (``device_name`` and ``workers``
+    may differ from the run's).
+
+    Raises FileNotFoundError (no ``last.pt`` yet) or ValueError (no training state in it).
+    """
+    run_dir = Path(run_dir)
+    last = run_dir / "weights" / "last.pt"
+    if not last.is_file():
+        raise FileNotFoundError(f"nothing to resume in {run_dir}: {last} does not exist (a run writes it after its "
+                                f"first epoch)")
+    ckpt = load_checkpoint(last)
+    if "optimizer" not in ckpt.get("train", {}):
+        raise ValueError(f"{last} holds no training state to resume from")
+    state = ckpt["train"]
+    record = dict(state["settings"])
+    settings = RunSettings.from_dict(record)
+    settings = dataclasses.replace(settings, device=device_name or record["device"],
+                                   workers=settings.workers if workers is None else workers)
+    record.update(device=settings.device, workers=settings.workers)
+    cfg = TrainConfig(**state["config"])
+    info = checked_dataset(resolve_dataset(settings.data), say)
+    model = load_model(last)
+    plan = FreezePlan.from_dict(record["plan"])
+    say(f"resuming {run_dir} after epoch {state['epoch']} of {cfg.epochs}\n{plan.at(state['epoch']).describe(model)}")
+    trainer = Trainer(model, info, cfg, run_dir, plan, settings.device, settings.workers, settings.cache,
+                      amp=None if settings.amp else False, settings=record, progress=sys.stderr.isatty(),
+                      grad_norms=settings.grad_norms, cache_frozen=settings.cache_frozen,
+                      cache_dtype=settings.cache_dtype)
+    trainer.restore(ckpt)
+    return trainer

@@ -1,0 +1,544 @@
+"""The training loop: the reference's SGD recipe around our model, loss, data and evaluation.
+
+Data flow per epoch: shuffled training batches (one ``DistributedSampler`` shard per process; a single process is
+the one-shard case, so the order is a function of ``seed`` and the epoch, which is what makes resume exact) →
+``model`` in train mode with the frozen blocks' batch-norm in eval (:class:`FreezePlan`) → loss → backward →
+every ``accumulate`` batches a clipped Nesterov-SGD step and an EMA update (:mod:`yolofreeze.training.optim`) → after the
+epoch the EMA weights are evaluated with pycocotools (:func:`yolofreeze.evaluation.evaluate.evaluate`), a ``results.csv``
+row is written, and ``weights/last.pt`` (and ``best.pt`` when the fitness ``0.1 * mAP50 + 0.9 * mAP50-95``
+improved) are saved atomically.
+
+``last.pt`` is our checkpoint with the EMA weights plus a ``train`` entry holding everything a resumed run needs:
+the raw training weights, optimiser and AMP-scaler state, gradients accumulated towards a step not yet taken,
+the EMA's update count, the last step's iteration, the best fitness and epoch, the RNG states and the settings.
+All of it is tensors and plain Python values, so it loads with ``torch.load(..., weights_only=True)``.
+
+Under ``torchrun`` every process trains on its shard with ``DistributedDataParallel`` (gloo on CPU, NCCL on
+CUDA); ``batch`` is the total over processes; only rank 0 validates, logs and writes files.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import resource
+import shutil
+import time
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DistributedSampler
+from tqdm import tqdm
+
+from ..data import Batch, DatasetInfo, build_dataloader, collate
+from ..evaluation.evaluate import EvalResult, evaluate
+from ..freezing.audit import record_phase, verify_phase, write_audit
+from ..freezing.cache import (FEATURE_CACHE_DIR, CacheEstimate, FeatureBatch, FeatureCache, estimate_run_cache,
+                              phase_caches, split_datasets)
+from ..freezing.gradnorm import GradNormMonitor, summarize_grad_norms
+from ..freezing.memory import PhaseMemory, memory_record, profile_plan_memory
+from ..freezing.plan import FreezePlan
+from ..model import YOLO
+from ..plots import plot_grad_norms, plot_results
+from ..weights.checkpoints import atomic_torch_save, checkpoint_dict
+from .loss import build_loss
+from .optim import GROUPS, ModelEMA, TrainConfig, apply_schedule, build_optimizer, optimizer_step, regroup, step_due
+from .runs import append_results, keep_epochs, results_columns, write_args
+
+LOGGER = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; training stopped (``last.pt`` holds the last good epoch)."""
+
+
+def fitness(result: EvalResult) -> float:
+    """The reference's model-selection score: ``0.1 * mAP50 + 0.9 * mAP50-95``."""
+    return 0.1 * result.map50 + 0.9 * result.map50_95
+
+
+@dataclass
+class Distributed:
+    """This process's place in a ``torchrun`` job (``world_size`` 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that validates, logs and writes files."""
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device: str | torch.device = "cpu") -> Distributed:
+        """Join the ``torchrun`` process group described by ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, if any.
+
+        On CUDA each process takes ``cuda:LOCAL_RANK`` and NCCL; on CPU gloo. Without ``torchrun`` nothing is
+        initialised and ``device`` is used as given.
+        """
+        device = torch.device(device)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1:
+            return cls(0, 1, device)
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), device)
+
+    def broadcast(self, value):
+        """Rank 0's ``value`` on every process (any picklable object)."""
+        if self.world_size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+@dataclass
+class TrainSummary:
+    """What a finished run reports: where its files are, its best epoch and that epoch's evaluation."""
+
+    run_dir: Path
+    epochs_run: int
+    best_epoch: int
+    best_fitness: float
+    best: EvalResult | None
+    stopped_early: bool
+    seconds: float
+    unreadable: list[str]
+    grad_norms: dict[str, dict[str, float]] = field(default_factory=dict)  # summarize_grad_norms of the run
+
+    def to_dict(self) -> dict:
+        """Plain values (``summary.json``; its presence marks a finished run)."""
+        return {"run_dir": str(self.run_dir), "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
+                "best_fitness": self.best_fitness, "best": self.best.to_dict() if self.best else None,
+                "stopped_early": self.stopped_early, "seconds": self.seconds, "unreadable": self.unreadable,
+                "grad_norms": self.grad_norms}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """The ``memory/*`` columns of ``results.csv`` in MiB: the process's peak resident set (any device) and,
+    on CUDA, the peak allocated and reserved since the last ``reset_peak_memory_stats`` (NaN elsewhere)."""
+    cuda = device.type == "cuda"
+    return {"memory/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+            "memory/cuda_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else math.nan,
+            "memory/cuda_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20 if cuda else math.nan}
+
+
+def _memory_label(device: torch.device) -> str:
+    """Progress-bar memory: ``allocated/reserved`` GiB on CUDA (peaks of the epoch), peak RSS on CPU."""
+    peaks = peak_memory_mb(device)
+    if device.type == "cuda":
+        return f"{peaks['memory/cuda_allocated_mb'] / 1024:.2f}/{peaks['memory/cuda_reserved_mb'] / 1024:.2f}G"
+    return f"{peaks['memory/peak_rss_mb'] / 1024:.2f}G"
+
+
+class Trainer:
+    """Fine-tune (or train from scratch) ``model`` on ``data`` with the reference recipe ``cfg``.
+
+    Args:
+        model: the network to train, already predicting ``data``'s classes in ``data``'s order
+            (see :func:`yolofreeze.model.with_class_names`).
+        data: the dataset; its ``train`` split trains, its ``val`` split validates each epoch.
+        cfg: the recipe (epochs, batch, image size, SGD hyper-parameters, loss gains).
+        run_dir: the run's folder (``runs/train/<name>``), created beforehand.
+        plan: which blocks are frozen, with its batch-norm policy, learning-rate multipliers and unfreezing
+            schedule (default: none frozen).
+        device: where to train; under ``torchrun`` on CUDA each process uses its local rank's GPU.
+        workers: data-loader worker processes per training process.
+        cache: keep the decoded, resized training images in RAM.
+        amp: mixed precision (float16 autocast and a gradient scaler); default: on CUDA only.
+        settings: what ``args.yaml`` and the checkpoints record about the run besides ``cfg`` (data, model,
+            weights, freeze …): what a resume needs to rebuild it.
+        progress: show tqdm bars.
+        grad_norms: log per-step gradient norms (``grad_norms.csv``, ``grad_norm/*`` columns, ``grad_norms.png``).
+        cache_frozen: ``"ram"`` or ``"disk"``: compute the frozen prefix's outputs for the train and val images once
+            and run the model from the first trainable block (:mod:`yolofreeze.freezing.cache`; disk entries go to
+            ``<run>/feature_cache`` and are deleted when ``fit`` ends; with ``--unfreeze`` each phase with a frozen
+            prefix caches its own prefix's outputs, a phase with nothing frozen trains on images); None: no cache.
+        cache_dtype: ``"fp32"`` or ``"fp16"``: how the cached outputs are stored.
+
+    Raises CacheNotApplicable (the plan's frozen outputs are not fixed) or CacheTooLarge with ``cache_frozen``.
+    """
+
+    def __init__(self, model: YOLO, data: DatasetInfo, cfg: TrainConfig, run_dir: str | Path,
+                 plan: FreezePlan | None = None, device: str | torch.device = "cpu", workers: int = 2,
+                 cache: bool = False, amp: bool | None = None, settings: dict | None = None,
+                 progress: bool = True, grad_norms: bool = True, cache_frozen: str | None = None,
+                 cache_dtype: str = "fp32") -> None:
+        for split in ("train", "val"):
+            if not data.splits.get(split):
+                raise ValueError(f"dataset {data.root} has no {split} images")
+        if model.names != data.names:
+            raise ValueError("the model's classes differ from the dataset's: align them first "
+                             "(yolofreeze.model.with_class_names)")
+        self.dist = Distributed.from_env(device)
+        if cfg.batch % self.dist.world_size:
+            raise ValueError(f"batch {cfg.batch} must divide evenly over {self.dist.world_size} processes")
+        self.device = self.dist.device
+        self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
+        self.freeze_plan = plan or FreezePlan.prefix(0, model)  # the whole plan; self.plan: the current phase's
+        self.freeze_plan.check_schedule(cfg.epochs)
+        self.plan = self.freeze_plan.at(0)
+        self.amp = self.device.type == "cuda" if amp is None else amp
+        if self.amp and self.device.type != "cuda":
+            raise ValueError("mixed precision (AMP) needs a CUDA device")
+        self.settings = dict(settings or {})
+        self.workers, self.cache, self.progress = workers, cache, progress and self.dist.main
+        self.model = self.plan.apply(model).to(self.device)
+        self.criterion = build_loss(self.model, cfg.to_dict())
+        self.optimizer = build_optimizer(self.model, cfg, self.plan.trainable, self.freeze_plan.lr_split())
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.ema = ModelEMA(self.model)
+        self.start_epoch, self.last_step = 0, -1
+        self.best_fitness, self.best_epoch, self.best_result = -math.inf, 0, None
+        self.unreadable: set[str] = set()
+        self.sampler = DistributedSampler(range(len(data.splits["train"])), num_replicas=self.dist.world_size,
+                                          rank=self.dist.rank, shuffle=True, seed=cfg.seed)
+        stride = max(32, int(self.model.stride.max()))
+        self.loader = build_dataloader(data.splits["train"], cfg.imgsz, cfg.batch // self.dist.world_size,
+                                       workers=workers, seed=cfg.seed, cache=cache, stride=stride,
+                                       sampler=self.sampler)
+        self.nb = len(self.loader)
+        self.cache_mode, self.cache_dtype = cache_frozen, cache_dtype
+        self.cache_estimate: CacheEstimate | None = None  # with cache_frozen: its size, checked against RAM/disk
+        if cache_frozen:
+            self.cache_estimate = estimate_run_cache(self.model, self.freeze_plan, data.splits, cfg.imgsz,
+                                                     self.cfg.val_batch, cache_frozen, cache_dtype, self.run_dir)
+        self.feature_caches = self._feature_caches()
+        self.grad_norms = GradNormMonitor(self.model) if grad_norms and self.dist.main else None
+        self.network = self._wrap()
+
+    # -- files of the run folder --------------------------------------------------------------------------------
+
+    @property
+    def weights_dir(self) -> Path:
+        """``<run>/weights``: ``last.pt`` and ``best.pt``."""
+        return self.run_dir / "weights"
+
+    @property
+    def audit_path(self) -> Path:
+        """``<run>/freeze_audit.json``: the plan's audit and the integrity record (:mod:`yolofreeze.freezing.audit`)."""
+        return self.run_dir / "freeze_audit.json"
+
+    @property
+    def memory_path(self) -> Path:
+        """``<run>/memory.json``: the memory breakdown of one training step per phase."""
+        return self.run_dir / "memory.json"
+
+    @property
+    def grad_norms_path(self) -> Path:
+        """``<run>/grad_norms.csv``."""
+        return self.run_dir / "grad_norms.csv"
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+
+    def fit(self) -> TrainSummary:
+        """Train from ``start_epoch`` to ``cfg.epochs`` (or early stop); return the run's summary.
+
+        Each epoch: enter its freeze phase → train → check the frozen tensors → validate → ``results.csv`` row →
+        checkpoints → early stop? Only rank 0 validates and writes files.
+
+        Raises:
+            TrainingDiverged: the loss became NaN or infinite (message names the epoch and batch).
+            FrozenTensorChanged: a frozen tensor moved during an epoch (named).
+        """
+        started, stopped_early, epoch = time.perf_counter(), False, self.start_epoch
+        if self.dist.main:
+            write_args(self.run_dir, {**self.settings, **self.cfg.to_dict()})
+            write_audit(self.audit_path, self.freeze_plan, self.plan, self.model, self.start_epoch)
+            if not self.memory_path.is_file():
+                self.profile_memory()
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            if self.enter_phase(epoch) and self.dist.main:
+                record_phase(self.audit_path, self.plan, self.model, epoch)
+                LOGGER.info("epoch %d: %s", epoch + 1, self.plan.describe(self.model))
+            row = self.train_epoch(epoch)
+            stop = False
+            if self.dist.main:
+                verify_phase(self.audit_path, self.plan, self.model, epoch)
+                result = self.validate()
+                improved = fitness(result) > self.best_fitness
+                if improved:
+                    self.best_fitness, self.best_epoch, self.best_result = fitness(result), epoch + 1, result
+                row = self.results_row(row, result)
+                self.save_epoch(epoch, row, result if improved else None)
+                self.log_epoch(epoch, row, result, improved)
+                stop = self.cfg.patience > 0 and epoch + 1 - self.best_epoch >= self.cfg.patience
+            if self.dist.broadcast(stop):
+                stopped_early = epoch + 1 < self.cfg.epochs
+                if stopped_early:
+                    LOGGER.info("early stop: no improvement in %d epochs; best epoch %d", self.cfg.patience,
+                                self.best_epoch)
+                break
+        return self.finish(epoch, stopped_early, time.perf_counter() - started)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training shard; returns the epoch's mean losses, last learning rates and timing."""
+        started = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.sampler.set_epoch(epoch)
+        self.plan.set_train_mode(self.model)
+        sums, batches = torch.zeros(3), 0
+        bar = tqdm(self.epoch_batches(), total=self.nb, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        for i, batch in enumerate(bar):
+            iteration = i + self.nb * epoch
+            accumulate = apply_schedule(self.optimizer, iteration, epoch, self.cfg, self.nb)
+            self.unreadable.update(str(self.data.splits["train"][k].path) for k in batch.failed)
+            if not batch.meta:
+                continue
+            parts = self.train_step(batch, epoch, i)
+            if step_due(iteration, self.last_step, accumulate):
+                record = self.grad_norms and partial(self.grad_norms.record, step=self.ema.updates + 1,
+                                                     epoch=epoch + 1)
+                optimizer_step(self.model, self.optimizer, self.ema, self.scaler if self.amp else None, record)
+                self.last_step = iteration
+            sums += torch.stack([parts[name].float().cpu() for name in ("box", "cls", "dfl")])
+            batches += 1
+            means = sums / batches
+            size = batch.shape[-1] if isinstance(batch, FeatureBatch) else batch.images.shape[-1]
+            bar.set_postfix_str(f"box {means[0]:.3f} cls {means[1]:.3f} dfl {means[2]:.3f} "
+                                f"inst {len(batch.targets)} size {size} mem {_memory_label(self.device)}")
+        means = (sums / max(batches, 1)).tolist()
+        row = {"epoch": epoch + 1, "train/box_loss": means[0], "train/cls_loss": means[1],
+               "train/dfl_loss": means[2], "epoch_seconds": time.perf_counter() - started,
+               **peak_memory_mb(self.device), **self.learning_rates()}
+        if self.grad_norms:
+            row.update(self.grad_norms.epoch_means())
+        return row
+
+    def train_step(self, batch: Batch | FeatureBatch, epoch: int, index: int) -> dict[str, torch.Tensor]:
+        """Forward and backward of one batch (gradients accumulate until the next optimiser step): from the images,
+        or with the frozen-prefix cache from the cached outputs of the frozen blocks (the model runs from the first
+        trainable block on)."""
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        with autocast:
+            if isinstance(batch, FeatureBatch):
+                outputs = self.network(batch.prefix(self.device))
+            else:
+                outputs = self.network(batch.images.to(self.device, non_blocking=True).float() / 255)
+        shape = batch.shape if isinstance(batch, FeatureBatch) else tuple(batch.images.shape[-2:])
+        total, parts = self.criterion(outputs, batch.targets.to(self.device), shape)
+        if not torch.isfinite(total):
+            kept = self.weights_dir / "last.pt"
+            raise TrainingDiverged(
+                f"the loss became {float(total.detach())} at epoch {epoch + 1}, batch {index + 1} of {self.nb}; "
+                f"training stopped, " + (f"the last good epoch is in {kept}" if kept.is_file() else
+                                         "no epoch had finished, so no checkpoint was written") +
+                " (try a lower --lr0, or check the starting weights and the labels)")
+        self.scaler.scale(total * self.dist.world_size).backward()  # DDP averages gradients; the recipe sums
+        return parts
+
+    def validate(self) -> EvalResult:
+        """Evaluate the EMA weights on the val split (batch ``2 * batch``, rectangular batches), val losses too;
+        with the frozen-prefix cache from the val images' cached outputs (the EMA's frozen blocks are the model's)."""
+        batches = None
+        if self.feature_caches:
+            cache, size = self.feature_caches["val"], self.cfg.val_batch
+            cache.refresh(self.ema.module)
+            batches = cache.batches([list(range(s, min(s + size, len(cache.dataset))))
+                                     for s in range(0, len(cache.dataset), size)])
+        return evaluate(self.ema.module, self.data.splits["val"], self.data.names, self.data.category_ids,
+                        imgsz=self.cfg.imgsz, batch=self.cfg.val_batch, workers=self.workers,
+                        progress=self.progress, criterion=self.criterion, batches=batches)
+
+    def results_row(self, row: dict[str, float], result: EvalResult) -> dict[str, float]:
+        """The epoch's ``results.csv`` row: training ``row`` plus the validation metrics and losses, in file order
+        (NaN for a column not measured)."""
+        row = {**row, "metrics/precision(B)": result.precision, "metrics/recall(B)": result.recall,
+               "metrics/mAP50(B)": result.map50, "metrics/mAP50-95(B)": result.map50_95,
+               **{f"val/{name}_loss": result.losses.get(name, math.nan) for name in ("box", "cls", "dfl")}}
+        return {column: row.get(column, math.nan) for column in results_columns(row)}
+
+    def save_epoch(self, epoch: int, row: dict[str, float], best: EvalResult | None) -> None:
+        """After ``epoch`` (0-based): the gradient norms, ``last.pt``, ``best.pt`` when ``best`` (the epoch's
+        result, when it improved), then the ``results.csv`` row (a kill between them is repaired on resume)."""
+        if self.grad_norms:
+            self.grad_norms.flush(self.grad_norms_path)
+        self.save_last(epoch, row)
+        if best is not None:
+            self.save_best(epoch, best)
+        append_results(self.run_dir / "results.csv", row)
+
+    def log_epoch(self, epoch: int, row: dict[str, float], result: EvalResult, improved: bool) -> None:
+        LOGGER.info("epoch %d/%d  box %.4f cls %.4f dfl %.4f  P %.3f R %.3f  mAP50 %.4f  mAP50-95 %.4f  %.0fs%s",
+                    epoch + 1, self.cfg.epochs, row["train/box_loss"], row["train/cls_loss"],
+                    row["train/dfl_loss"], result.precision, result.recall, result.map50, result.map50_95,
+                    row["epoch_seconds"], "  (best)" if improved else "")
+
+    def finish(self, epoch: int, stopped_early: bool, seconds: float) -> TrainSummary:
+        """After the last epoch (0-based ``epoch``): drop the feature caches, draw the plots, write
+        ``summary.json`` (the finished marker) and return the summary."""
+        for cache in self.feature_caches.values():
+            cache.clear()
+        grad_summary = {}
+        if self.dist.main:
+            if self.cache_mode:
+                shutil.rmtree(self.run_dir / FEATURE_CACHE_DIR, ignore_errors=True)
+            if (self.run_dir / "results.csv").is_file():
+                plot_results(self.run_dir / "results.csv", self.run_dir / "results.png")
+            if self.grad_norms_path.is_file():
+                plot_grad_norms(self.grad_norms_path, self.run_dir / "grad_norms.png")
+                grad_summary = summarize_grad_norms(self.grad_norms_path)
+        summary = TrainSummary(self.run_dir, epoch + 1, self.best_epoch, self.best_fitness, self.best_result,
+                               stopped_early, seconds, sorted(self.unreadable), grad_summary)
+        if self.dist.main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1), encoding="utf-8")
+        return summary
+
+    # -- freeze phases ------------------------------------------------------------------------------------------
+
+    def enter_phase(self, epoch: int) -> bool:
+        """Switch to the plan's phase for ``epoch`` (0-based) when it differs from the current one: set which
+        parameters require gradients (newly frozen ones drop their pending gradient), regroup the optimiser (newly
+        trainable parameters start with fresh state; newly frozen ones leave with theirs), rebuild the DDP wrapper
+        and, with ``cache_frozen``, the frozen-prefix caches for the new prefix. Returns whether the phase changed."""
+        plan = self.freeze_plan.at(epoch)
+        if plan.frozen == self.plan.frozen:
+            return False
+        self.plan = plan
+        plan.apply(self.model)
+        for param in self.model.parameters():
+            if not param.requires_grad:
+                param.grad = None
+        regroup(self.optimizer, self.model, plan.trainable, self.cfg, self.freeze_plan.lr_split())
+        self.network = self._wrap()
+        self.feature_caches = self._feature_caches()
+        return True
+
+    def _wrap(self) -> torch.nn.Module:
+        """The module that runs the forward pass: the model, or its DDP wrapper (rebuilt when the trainable set
+        changes, because DDP fixes the parameters it synchronises when it is built)."""
+        if self.dist.world_size == 1:
+            return self.model
+        return DistributedDataParallel(self.model,
+                                       device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _feature_caches(self) -> dict[str, FeatureCache]:
+        """With ``cache_frozen``: the current phase's frozen-prefix caches of the train and val splits."""
+        if not self.cache_mode:
+            return {}
+        datasets = {**split_datasets(self.model, self.data.splits, self.cfg.imgsz, self.cfg.val_batch),
+                    "train": self.loader.dataset}
+        return phase_caches(self.model, self.plan, datasets, {"train": self.loader.batch_size, "val": self.cfg.val_batch},
+                            self.cache_mode, self.cache_dtype, self.run_dir, self.workers, self.amp)
+
+    def epoch_batches(self) -> Iterable[Batch | FeatureBatch]:
+        """This epoch's training batches (after ``sampler.set_epoch``): images, or with the frozen-prefix cache the
+        cached outputs of the same images in the same batches."""
+        if not self.feature_caches:
+            return self.loader
+        cache = self.feature_caches["train"]
+        cache.refresh(self.model)
+        return cache.batches(BatchSampler(self.sampler, self.loader.batch_size, drop_last=False))
+
+    def profile_memory(self) -> list[PhaseMemory]:
+        """Measure one real training step of a copy of the model in each phase of the plan on the first training
+        images (one process's batch), write ``memory.json`` (:func:`memory_record`) and return the phases. The
+        model, optimiser, RNG and data order are untouched (:func:`yolofreeze.freezing.memory.profile_training_step`)."""
+        dataset = self.loader.dataset
+        samples = [dataset[k] for k in range(len(dataset))[:self.cfg.batch // self.dist.world_size]]
+        batch = collate(samples)
+        if not batch.meta:
+            raise ValueError(f"none of the first {len(samples)} training images could be read")
+        phases = profile_plan_memory(
+            self.model, self.freeze_plan, self.criterion, batch.images.to(self.device).float() / 255,
+            batch.targets.to(self.device),
+            lambda model, plan: build_optimizer(model, self.cfg, plan.trainable, self.freeze_plan.lr_split()))
+        self.memory_path.write_text(json.dumps(memory_record(self.model, self.freeze_plan, phases), indent=1),
+                                    encoding="utf-8")
+        return phases
+
+    # -- checkpoints and resume ---------------------------------------------------------------------------------
+
+    def learning_rates(self) -> dict[str, float]:
+        """The lr columns: ``lr/pg0 … lr/pg2`` the schedule's lr of each kind (weights, norm weights, biases;
+        multiplier 1), then with ``--lr-mult`` ``lr/<label>`` the weights' lr of each group."""
+        groups = self.optimizer.param_groups
+        rates = {f"lr/pg{k}": next(g["lr"] / g["lr_mult"] for g in groups if g["name"] == kind)
+                 for k, kind in enumerate(GROUPS)}
+        if self.freeze_plan.lr_mult:
+            rates.update({f"lr/{g['label']}": g["lr"] for g in groups if g["name"] == "weight"})
+        return rates
+
+    def train_state(self, epoch: int, row: dict[str, float]) -> dict:
+        """Everything a resumed run needs after ``epoch`` (0-based) finished; tensors and plain values only."""
+        def cpu(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.detach().cpu().clone()
+        pending = {name: cpu(p.grad) for name, p in self.model.named_parameters() if p.grad is not None}
+        return {"epoch": epoch + 1, "config": self.cfg.to_dict(), "settings": self.settings,
+                "model": {k: cpu(v) for k, v in self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "pending_gradients": pending, "ema_updates": self.ema.updates, "last_step": self.last_step,
+                "best_fitness": self.best_fitness, "best_epoch": self.best_epoch,
+                "best_result": self.best_result.to_dict() if self.best_result else None,
+                "results_row": row, "batches_per_epoch": self.nb,
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
+
+    def save_last(self, epoch: int, row: dict[str, float]) -> Path:
+        """``weights/last.pt``: EMA weights plus the full training state (atomic)."""
+        return atomic_torch_save(checkpoint_dict(self.ema.module, self.train_state(epoch, row)),
+                                 self.weights_dir / "last.pt")
+
+    def save_best(self, epoch: int, result: EvalResult) -> Path:
+        """``weights/best.pt``: EMA weights with the epoch, fitness and metrics that made them best (atomic)."""
+        info = {"epoch": epoch + 1, "fitness": fitness(result), "metrics": result.to_dict(),
+                "config": self.cfg.to_dict(), "settings": self.settings}
+        return atomic_torch_save(checkpoint_dict(self.ema.module, info), self.weights_dir / "best.pt")
+
+    def restore(self, ckpt: dict) -> None:
+        """Continue from a ``last.pt`` dict: weights, EMA, optimiser, scaler, pending gradients, counters, RNG.
+
+        Raises ValueError when the checkpoint does not fit this run (other data size or finished already).
+        """
+        state = ckpt["train"]
+        if state["batches_per_epoch"] != self.nb:
+            raise ValueError(f"the run had {state['batches_per_epoch']} batches per epoch, the dataset now gives "
+                             f"{self.nb}: resume needs the same data and batch size")
+        if state["epoch"] >= self.cfg.epochs:
+            raise ValueError(f"{self.run_dir} already finished its {self.cfg.epochs} epochs; nothing to resume")
+        self.model.load_state_dict(state["model"])
+        self.ema.module.load_state_dict(ckpt["state_dict"])
+        self.ema.updates = state["ema_updates"]
+        self.enter_phase(state["epoch"] - 1)  # the optimiser's layout when last.pt was written; fit enters the next
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        parameters = dict(self.model.named_parameters())
+        for name, grad in state["pending_gradients"].items():
+            parameters[name].grad = grad.to(self.device)
+        self.start_epoch, self.last_step = state["epoch"], state["last_step"]
+        self.best_fitness, self.best_epoch = state["best_fitness"], state["best_epoch"]
+        self.best_result = EvalResult.from_dict(state["best_result"]) if state["best_result"] else None
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if self.dist.main:  # the files hold exactly the finished epochs again; the last row comes from last.pt
+            keep_epochs(self.run_dir / "results.csv", state["epoch"] - 1)
+            append_results(self.run_dir / "results.csv", state["results_row"])
+            keep_epochs(self.grad_norms_path, state["epoch"])
+
+
+__all__ = ["Distributed", "TrainSummary", "Trainer", "TrainingDiverged", "fitness", "seed_everything"]
