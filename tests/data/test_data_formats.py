@@ -1,5 +1,4 @@
 """Readers: YOLO txt, COCO json, Pascal VOC xml -> one record type; problems counted, good records kept."""
-import json
 import re
 from pathlib import Path
 
@@ -11,106 +10,7 @@ from oracle import ultralytics
 from yolofreeze.data import (DatasetNotFoundError, check_dataset, detect_format, format_report, label_path,
                              read_coco, read_dataset, read_image_size, read_voc, read_yolo)
 
-NAMES = ["damper", "defect", "insulator"]  # sorted, as VOC collects them
-
-# The synthetic dataset every writer below writes: split -> [(stem, (width, height), boxes xyxy px, classes, flags)].
-SPEC = {
-    "train": [
-        ("a", (64, 48), [[4.25, 6.5, 30.75, 40.0], [33.0, 1.5, 63.0, 20.25]], [0, 2], [False, True]),
-        ("b", (40, 72), [[0.0, 0.0, 40.0, 72.0]], [1], [False]),
-        ("c", (56, 56), [], [], []),
-    ],
-    "val": [
-        ("d", (80, 32), [[10.5, 3.25, 70.0, 29.5], [1.0, 1.0, 9.0, 9.0], [60.0, 20.0, 79.5, 31.0]], [2, 1, 0],
-         [False, False, False]),
-    ],
-}
-
-
-def _image(path: Path, size, seed: int = 0, source: Path | None = None) -> Path:
-    """Write a small noisy RGB image (JPEG or PNG by suffix), or link to an existing image ``source``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if source is not None:
-        path.symlink_to(source)
-        return path
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
-    return path
-
-
-def _truncated_jpeg(path: Path) -> Path:
-    """A JPEG cut to 60% of its bytes (header intact, pixels missing)."""
-    _image(path, (64, 64), seed=5)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) * 6 // 10])
-    return path
-
-
-def write_yolo(root: Path, spec=SPEC, names=NAMES, images: dict[str, Path] | None = None) -> Path:
-    """YOLO txt: images/<split>/<stem>.jpg, labels/<split>/<stem>.txt, data.yaml (names as a dict).
-
-    ``images`` (stem -> existing image file) links real images instead of writing noise; same in every writer.
-    """
-    for split, items in spec.items():
-        for i, (stem, (w, h), boxes, classes, _) in enumerate(items):
-            _image(root / "images" / split / f"{stem}.jpg", (w, h), seed=i, source=(images or {}).get(stem))
-            rows = [f"{c} {(x1 + x2) / 2 / w:.9f} {(y1 + y2) / 2 / h:.9f} {(x2 - x1) / w:.9f} {(y2 - y1) / h:.9f}"
-                    for (x1, y1, x2, y2), c in zip(boxes, classes)]
-            label = root / "labels" / split / f"{stem}.txt"
-            label.parent.mkdir(parents=True, exist_ok=True)
-            label.write_text("\n".join(rows) + ("\n" if rows else ""))
-    names_yaml = "".join(f"  {k}: {n}\n" for k, n in enumerate(names))
-    splits_yaml = "".join(f"{split}: images/{split}\n" for split in spec)
-    (root / "data.yaml").write_text(f"path: .\n{splits_yaml}names:\n{names_yaml}")
-    return root / "data.yaml"
-
-
-def write_coco(root: Path, spec=SPEC, names=NAMES, category_ids=(3, 7, 11), extra_images=None,
-               extra_annotations=None, images: dict[str, Path] | None = None) -> Path:
-    """COCO json: annotations/instances_<split>.json, images in <split>/; categories listed in shuffled order."""
-    categories = [{"id": cid, "name": n} for cid, n in zip(category_ids, names)][::-1]
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    sources = images or {}
-    for split, items in spec.items():
-        images, annotations = [], []
-        for i, (stem, (w, h), boxes, classes, flags) in enumerate(items):
-            _image(root / split / f"{stem}.jpg", (w, h), seed=i, source=sources.get(stem))
-            images.append({"id": 100 + i, "file_name": f"{stem}.jpg", "width": w, "height": h})
-            for (x1, y1, x2, y2), c, f in zip(boxes, classes, flags):
-                annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": category_ids[c],
-                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                                    "iscrowd": int(f)})
-        images += (extra_images or {}).get(split, [])
-        annotations += (extra_annotations or {}).get(split, [])
-        data = {"images": images, "annotations": annotations, "categories": categories}
-        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
-    return root
-
-
-def _voc_xml(stem: str, size, objects) -> str:
-    """VOC annotation text; ``objects`` = [(name, difficult, (xmin, ymin, xmax, ymax))] in VOC 1-based pixels."""
-    body = "".join(f"<object><name>{n}</name><difficult>{int(d)}</difficult><bndbox><xmin>{b[0]}</xmin>"
-                   f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
-                   for n, d, b in objects)
-    return (f"<annotation><filename>{stem}.jpg</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
-            f"<depth>3</depth></size>{body}</annotation>")
-
-
-def write_voc(root: Path, spec=SPEC, names=NAMES, split_lists: bool = True,
-              images: dict[str, Path] | None = None) -> Path:
-    """Pascal VOC: Annotations/<stem>.xml (1-based: xmin = x1 + 1, xmax = x2 + 1), JPEGImages/<stem>.jpg,
-    ImageSets/Main/<split>.txt."""
-    for split, items in spec.items():
-        for i, (stem, size, boxes, classes, flags) in enumerate(items):
-            _image(root / "JPEGImages" / f"{stem}.jpg", size, seed=i, source=(images or {}).get(stem))
-            objects = [(names[c], f, (x1 + 1, y1 + 1, x2 + 1, y2 + 1))
-                       for (x1, y1, x2, y2), c, f in zip(boxes, classes, flags)]
-            (root / "Annotations").mkdir(parents=True, exist_ok=True)
-            (root / "Annotations" / f"{stem}.xml").write_text(_voc_xml(stem, size, objects))
-        if split_lists:
-            (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
-            (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{s[0]}\n" for s in items))
-    return root
+from dataset_files import NAMES, SPEC, truncated_jpeg, voc_xml, write_coco, write_image, write_voc, write_yolo  # noqa: F401
 
 
 def _by_name(info):
@@ -173,9 +73,9 @@ def test_yolo_problems_are_counted_and_good_records_survive(tmp_path):
     images, labels = tmp_path / "images" / "train", tmp_path / "labels" / "train"
     labels.mkdir(parents=True)
     for stem in ("good", "neg", "cls", "empty", "nolabel", "dup", "clip", "out", "badrow"):
-        _image(images / f"{stem}.jpg", (100, 50))
-    _image(images / "dup.png", (100, 50))  # same stem as dup.jpg -> same label file
-    _truncated_jpeg(images / "trunc.jpg")
+        write_image(images / f"{stem}.jpg", (100, 50))
+    write_image(images / "dup.png", (100, 50))  # same stem as dup.jpg -> same label file
+    truncated_jpeg(images / "trunc.jpg")
     (labels / "good.txt").write_text("0 0.5 0.5 0.2 0.4\n1 0.25 0.25 0.1 0.1\n")
     (labels / "neg.txt").write_text("0 0.5 0.5 -0.2 0.4\n1 0.5 0.5 0.2 0.2\n")
     (labels / "cls.txt").write_text("2 0.5 0.5 0.2 0.4\n0 0.5 0.5 0.2 0.2\n")
@@ -186,7 +86,7 @@ def test_yolo_problems_are_counted_and_good_records_survive(tmp_path):
     (labels / "badrow.txt").write_text("0 0.5 0.5\n1 0.5 0.5 0.2 0.2\n")
     (labels / "trunc.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     (labels / "orphan.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    _image(tmp_path / "images" / "val" / "v.jpg", (100, 50))  # no labels/val folder at all
+    write_image(tmp_path / "images" / "val" / "v.jpg", (100, 50))  # no labels/val folder at all
     (tmp_path / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n")
 
     info = read_yolo(tmp_path / "data.yaml")
@@ -263,7 +163,7 @@ def test_coco_problems_are_counted_and_good_records_survive(tmp_path):
     extra_images = {"train": [{"id": 200, "file_name": "ghost.jpg", "width": 10, "height": 10},  # file missing
                               {"id": 201, "file_name": "a.jpg", "width": 64, "height": 48},  # duplicate name
                               {"id": 202, "file_name": "big.jpg", "width": 99, "height": 99}]}  # size wrong
-    _image(tmp_path / "train" / "big.jpg", (30, 20))
+    write_image(tmp_path / "train" / "big.jpg", (30, 20))
     extra_annotations = {"train": [
         {"id": 50, "image_id": 101, "category_id": 3, "bbox": [5, 5, -3, 10], "iscrowd": 0},  # negative width
         {"id": 51, "image_id": 101, "category_id": 99, "bbox": [5, 5, 3, 10], "iscrowd": 0},  # unknown category
@@ -297,17 +197,17 @@ def test_coco_accepts_images_split_folder_and_year_suffix(tmp_path):
 def test_voc_problems_are_counted_and_good_records_survive(tmp_path):
     write_voc(tmp_path, split_lists=False)
     ann, jpg = tmp_path / "Annotations", tmp_path / "JPEGImages"
-    (ann / "neg.xml").write_text(_voc_xml("neg", (50, 50), [("insulator", 0, (30, 5, 10, 20)),
+    (ann / "neg.xml").write_text(voc_xml("neg", (50, 50), [("insulator", 0, (30, 5, 10, 20)),
                                                             ("defect", 1, (2, 2, 20, 20))]))
-    _image(jpg / "neg.jpg", (50, 50))
-    (ann / "orphan.xml").write_text(_voc_xml("orphan", (50, 50), [("insulator", 0, (1, 1, 5, 5))]))
-    _image(jpg / "noxml.jpg", (50, 50))
+    write_image(jpg / "neg.jpg", (50, 50))
+    (ann / "orphan.xml").write_text(voc_xml("orphan", (50, 50), [("insulator", 0, (1, 1, 5, 5))]))
+    write_image(jpg / "noxml.jpg", (50, 50))
     (ann / "broken.xml").write_text("<annotation><object>")
-    _image(jpg / "broken.jpg", (50, 50))
-    (ann / "alien.xml").write_text(_voc_xml("alien", (50, 50), [("bird", 0, (1, 1, 5, 5))]))
-    _image(jpg / "alien.jpg", (50, 50))
-    _truncated_jpeg(jpg / "trunc.jpg")
-    (ann / "trunc.xml").write_text(_voc_xml("trunc", (64, 64), [("insulator", 0, (1, 1, 5, 5))]))
+    write_image(jpg / "broken.jpg", (50, 50))
+    (ann / "alien.xml").write_text(voc_xml("alien", (50, 50), [("bird", 0, (1, 1, 5, 5))]))
+    write_image(jpg / "alien.jpg", (50, 50))
+    truncated_jpeg(jpg / "trunc.jpg")
+    (ann / "trunc.xml").write_text(voc_xml("trunc", (64, 64), [("insulator", 0, (1, 1, 5, 5))]))
 
     info = read_voc(tmp_path, names=NAMES)
 
@@ -336,8 +236,8 @@ def test_voc_collects_sorted_names_and_reports_duplicate_ids(tmp_path):
 
 def test_image_size_check_rejects_truncated_files_but_accepts_trailing_bytes(tmp_path):
     with pytest.raises(OSError):
-        read_image_size(_truncated_jpeg(tmp_path / "t.jpg"))
-    padded = _image(tmp_path / "p.jpg", (30, 20))
+        read_image_size(truncated_jpeg(tmp_path / "t.jpg"))
+    padded = write_image(tmp_path / "p.jpg", (30, 20))
     padded.write_bytes(padded.read_bytes() + b"camera trailer" * 50)
     assert read_image_size(padded) == (30, 20)
     empty = tmp_path / "e.jpg"
@@ -348,7 +248,7 @@ def test_image_size_check_rejects_truncated_files_but_accepts_trailing_bytes(tmp
 
 def test_check_decode_finds_corrupt_pixels_and_split_overlap(tmp_path):
     write_yolo(tmp_path)
-    png = _image(tmp_path / "images" / "val" / "z.png", (64, 64), seed=3)
+    png = write_image(tmp_path / "images" / "val" / "z.png", (64, 64), seed=3)
     data = bytearray(png.read_bytes())
     data[data.find(b"IDAT") + 40] ^= 0xFF  # header and IEND intact, compressed pixels broken
     png.write_bytes(bytes(data))
@@ -401,7 +301,7 @@ def test_hostile_label_content_is_reported_never_raised(tmp_path):
     images, labels = tmp_path / "images" / "train", tmp_path / "labels" / "train"
     labels.mkdir(parents=True)
     for stem in ("rows", "binary"):
-        _image(images / f"{stem}.jpg", (20, 10))
+        write_image(images / f"{stem}.jpg", (20, 10))
     (labels / "rows.txt").write_text("nan 0.5 0.5 0.2 0.2\n1.5 0.5 0.5 0.2 0.2\nx y z w h\n0 inf 0.5 0.2 0.2\n"
                                      "1 0.5 0.5 0.5 0.5 extra\n  \n1 0.5 0.5 0.5 0.5\n")
     (labels / "binary.txt").write_bytes(b"\xff\xfe\x00garbage\x80")
@@ -413,9 +313,9 @@ def test_hostile_label_content_is_reported_never_raised(tmp_path):
 
 
 def test_voc_size_mismatch_and_odd_fields(tmp_path):
-    _image(tmp_path / "JPEGImages" / "a.jpg", (30, 20))
+    write_image(tmp_path / "JPEGImages" / "a.jpg", (30, 20))
     (tmp_path / "Annotations").mkdir()
-    xml = _voc_xml("a", (300, 200), [("x", 0, (1, 1, 10, 10)), ("x", 0, (2, 2, 12, 12))])
+    xml = voc_xml("a", (300, 200), [("x", 0, (1, 1, 10, 10)), ("x", 0, (2, 2, 12, 12))])
     xml = xml.replace("<difficult>0</difficult>", "<difficult>inf</difficult>", 1)
     (tmp_path / "Annotations" / "a.xml").write_text(xml)
     info = read_voc(tmp_path, val_fraction=0.0)
@@ -437,7 +337,7 @@ def test_yolo_polygon_rows_become_their_bounding_boxes_like_the_reference(tmp_pa
     images, labels = tmp_path / "images" / "train", tmp_path / "labels" / "train"
     labels.mkdir(parents=True)
     for stem in ("poly", "mixed", "oddpoly"):
-        _image(images / f"{stem}.jpg", (100, 50))
+        write_image(images / f"{stem}.jpg", (100, 50))
     # quadrilateral: x in {0.1, 0.5, 0.4, 0.05}, y in {0.2, 0.1, 0.9, 0.6}
     # triangle: x in {0.6, 0.9, 0.7}, y in {0.5, 0.5, 1.0}
     (labels / "poly.txt").write_text("1 0.1 0.2 0.5 0.1 0.4 0.9 0.05 0.6\n0 0.6 0.5 0.9 0.5 0.7 1.0\n")
@@ -483,9 +383,9 @@ def _reference_voc_convert_box():
 def test_voc_boxes_follow_the_reference_conversion(tmp_path):
     size = (80, 50)
     bndboxes = [(11, 21, 60, 40), (1, 1, 80, 50), (5.5, 2, 7.5, 9)]  # xmin, ymin, xmax, ymax (VOC, 1-based)
-    _image(tmp_path / "JPEGImages" / "a.jpg", size)
+    write_image(tmp_path / "JPEGImages" / "a.jpg", size)
     (tmp_path / "Annotations").mkdir()
-    (tmp_path / "Annotations" / "a.xml").write_text(_voc_xml("a", size, [("x", 0, b) for b in bndboxes]))
+    (tmp_path / "Annotations" / "a.xml").write_text(voc_xml("a", size, [("x", 0, b) for b in bndboxes]))
     record = read_voc(tmp_path, val_fraction=0.0).splits["train"][0]
 
     # the reference's formula, as documented in its VOC.yaml: centre (min + max) / 2 - 1, size max - min

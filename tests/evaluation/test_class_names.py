@@ -19,7 +19,7 @@ from pycocotools.cocoeval import COCOeval
 import eval as eval_cli
 from conftest import SHARED_DATA
 from oracle import build_oracle, save_release, ultralytics
-from test_data_formats import write_coco, write_voc, write_yolo
+from dataset_files import write_coco, write_voc, write_yolo
 from yolofreeze import load_model
 from yolofreeze.data import read_dataset, to_coco_gt
 from yolofreeze.evaluation.evaluate import evaluate, score_split

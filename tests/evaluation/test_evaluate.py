@@ -17,7 +17,7 @@ from pycocotools.cocoeval import COCOeval
 
 from conftest import PROJECT_ROOT
 from oracle import build_oracle, save_release, ultralytics
-from test_data_formats import write_coco, write_voc, write_yolo
+from dataset_files import write_coco, write_voc, write_yolo
 from yolofreeze import load_model
 from yolofreeze.data import read_coco, read_voc, read_yolo, resolve_dataset, to_coco_gt
 from yolofreeze.evaluation.evaluate import EvalResult, evaluate, format_result, precision_recall_at_best_f1, score_split
