@@ -16,7 +16,7 @@ Columns:
   interleaved (one step of each in turn, the starting strategy rotating every round) so that a CPU shared with
   other work slows them alike.
 - grads+mom MiB: gradients and SGD momentum of the trainable parameters, measured by
-  ``yolofreeze.monitor.profile_training_step``; saved act. MiB: the activations autograd keeps for backward, counted
+  ``yolofreeze.freezing.memory.profile_training_step``; saved act. MiB: the activations autograd keeps for backward, counted
   by the same profile (each storage once, parameters and the input batch left out).
 - peak MiB. CUDA: ``torch.cuda.max_memory_reserved`` and ``max_memory_allocated`` over two full steps of that
   strategy alone (reset after emptying the cache; the model, its optimiser and the batch are the only tensors on
@@ -50,7 +50,8 @@ from quick import parse_with_quick  # noqa: E402
 from yolofreeze.freezing.plan import FreezePlan  # noqa: E402
 from yolofreeze.training.loss import build_loss  # noqa: E402
 from yolofreeze.model import YOLO, build_model  # noqa: E402
-from yolofreeze.monitor import GradNormMonitor, profile_training_step  # noqa: E402
+from yolofreeze.freezing.gradnorm import GradNormMonitor  # noqa: E402
+from yolofreeze.freezing.memory import profile_training_step  # noqa: E402
 from yolofreeze.training.optim import TrainConfig, build_optimizer, optimizer_step  # noqa: E402
 
 MIB = 2**20

@@ -32,12 +32,15 @@ def plain_text(doc: str) -> str:
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows an option's default in ``--help`` when it has a meaningful one (not None, not an off switch)."""
+    """Shows an option's default in ``--help`` when it has a meaningful one (not None, not an off switch) and the
+    help text does not already say it; a list default reads as the words a user would type (``0``, not ``['0']``)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
-            return action.help or ""
-        return super()._get_help_string(action)
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        default = " ".join(map(str, action.default)) if isinstance(action.default, list) else "%(default)s"
+        return f"{text} (default: {default})"
 
 
 class ArgumentParser(argparse.ArgumentParser):

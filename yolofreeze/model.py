@@ -48,6 +48,7 @@ MODULES: dict[str, type[nn.Module]] = {
 SCALED_CHANNELS = (Conv, C2f, SPPF, SCDown, C2fCIB, PSA)  # args start with output channels, scaled by width
 REPEATED_INSIDE = (C2f, C2fCIB)  # the repeat count is an argument, not a stack of copies
 HEADS = (Detect, V10Detect)
+PARTS = ("backbone", "neck", "head")  # what each block belongs to (BlockInfo.part)
 
 
 def load_spec(spec: str | Path | dict) -> dict:

@@ -62,6 +62,24 @@ class ClassMatch:
         return bool(self.dropped or self.unscored)
 
 
+def class_names(names: Sequence[str] | dict | None) -> list[str] | None:
+    """Class names from a list, or from an ``{index: name}`` mapping (keys ints or digit strings) whose keys are
+    exactly ``0 … n-1``; None stays None.
+
+    Raises ValueError for gaps in the indices or anything else than a list or a mapping.
+    """
+    if names is None:
+        return None
+    if isinstance(names, dict):
+        keys = sorted(int(k) for k in names)
+        if keys != list(range(len(keys))):
+            raise ValueError(f"class indices in names must be 0..{len(keys) - 1} without gaps, got {keys}")
+        return [str(names[k] if k in names else names[str(k)]) for k in keys]
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise ValueError(f"names must be a list or an {{index: name}} mapping, got {names!r}")
+    return [str(n) for n in names]
+
+
 def name_key(name: object) -> str:
     """The form in which class names are compared: surrounding whitespace stripped, case folded."""
     return str(name).strip().casefold()

@@ -9,7 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: works headless, on CI and over ssh
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .freezing.gradnorm import ALL, PARTS, TOTAL, read_grad_norms, summarize_grad_norms  # noqa: E402
+from .freezing.gradnorm import ALL, TOTAL, read_grad_norms, summarize_grad_norms  # noqa: E402
+from .model import PARTS  # noqa: E402
 from .training.runs import read_results  # noqa: E402
 
 # (panel title, columns, y label) of results.png, in reading order.

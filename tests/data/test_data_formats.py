@@ -269,7 +269,7 @@ def _count_label_rows(label_dir: Path) -> int:
     return sum(1 for f in label_dir.glob("*.txt") for line in f.read_text().splitlines() if line.strip())
 
 
-def test_cplid_dev_counts(shared_data):
+def test_cplid_dev_reads_with_its_image_and_box_counts(shared_data):
     root = shared_data / "cplid-dev"
     info = read_dataset(root / "data.yaml")
     assert info.names == ["insulator", "defect"]
@@ -288,7 +288,7 @@ def test_cplid_dev_counts(shared_data):
     np.testing.assert_allclose(record.boxes, np.clip(expected, 0, [w, h, w, h]), atol=1e-3)
 
 
-def test_coco8_counts(shared_data):
+def test_coco8_reads_with_its_image_and_box_counts(shared_data):
     root = shared_data / "coco8"
     info = read_dataset(root)
     assert {s: len(r) for s, r in info.splits.items()} == {"train": 4, "val": 4}

@@ -108,12 +108,12 @@ def compare(root: Path, imgsz: int, batch: int, rect: bool) -> int:
     theirs = oracle_batches(root, imgsz, batch, rect)
     assert len(ours) == len(theirs)
     worst = 0
-    for mine, ref in zip(ours, theirs):
+    for mine, ref in zip(ours, theirs, strict=True):
         assert not mine.failed
         files = [str(records[m.index].path) for m in mine.meta]
         assert sorted(files) == sorted(ref["im_file"])  # same images in the same batch ...
         assert mine.images.shape == ref["img"].shape  # ... with the same batch shape
-        for b, (meta, path) in enumerate(zip(mine.meta, files)):
+        for b, (meta, path) in enumerate(zip(mine.meta, files, strict=True)):
             j = list(ref["im_file"]).index(path)
             worst = max(worst, int((mine.images[b].int() - ref["img"][j].int()).abs().max()))
             assert meta.orig_shape == tuple(ref["ori_shape"][j])

@@ -26,7 +26,8 @@ def raise_class_bias(model: torch.nn.Module, value: float) -> None:
 
 
 def assert_same_detections(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> None:
-    for a, b in zip(ours, theirs):
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs, strict=True):
         assert a.shape == b.shape and a.shape[0] > 0
         assert torch.equal(a[:, 5], b[:, 5])
         assert (a[:, :4] - b[:, :4]).abs().max().item() <= 1e-3

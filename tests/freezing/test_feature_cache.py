@@ -73,7 +73,7 @@ def test_block_range_forward_equals_the_full_forward(name, training):
             flat = (lambda out: out if isinstance(out, torch.Tensor) else
                     [m for key in sorted(out) for m in out[key]] if isinstance(out, dict) else out)
             a, b = flat(full), flat(part)
-            assert all(torch.equal(p, q) for p, q in zip(a, b)) if isinstance(a, list) else torch.equal(a, b), start
+            assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True)) if isinstance(a, list) else torch.equal(a, b), start
         if not training:
             maps = model.head.maps(model.head_inputs(x))
             cached_maps = model.head.maps(model.head_inputs(model.prefix_outputs(x, 9)))
@@ -177,7 +177,7 @@ def test_fp16_cache_with_the_same_weights(cplid, cplid_oracle_weights, tmp_path)
     cache.refresh(trainer.model)
     trainer.sampler.set_epoch(0)
     with torch.no_grad():
-        for images, features in zip(trainer.loader, trainer.epoch_batches()):
+        for images, features in zip(trainer.loader, trainer.epoch_batches(), strict=True):
             outputs = [trainer.model(images.images.to(trainer.device).float() / 255), trainer.model(features.prefix(trainer.device))]
             losses = [trainer.criterion(out, batch.targets, (160, 160))[0]
                       for out, batch in zip(outputs, (images, features), strict=True)]
@@ -202,7 +202,7 @@ def test_validation_from_cached_outputs_gives_the_same_detections(demo_yaml, tmp
     images = predict_records(model, records, [0, 1, 2], IMGSZ, batch=size, progress=False)
     cached = predict_records(model, records, [0, 1, 2], IMGSZ, batch=size, progress=False, batches=batches)
     assert len(images.detections) == len(cached.detections) > 0
-    for a, b in zip(images.detections, cached.detections):
+    for a, b in zip(images.detections, cached.detections, strict=True):
         assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
         assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-2) and a["score"] == pytest.approx(b["score"], abs=1e-4)
 

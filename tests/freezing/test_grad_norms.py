@@ -79,7 +79,7 @@ def test_rows_equal_norms_from_grad_under_two_process_ddp(tiny_data, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (json.loads((tmp_path / f"probe_{r}.json").read_text()) for r in (0, 1))
     assert len(rank0) == len(rank1) == 4  # 1 image per process per batch: still 8 batches, 2 steps per epoch
-    for a, b in zip(rank0, rank1):  # DDP averaged: both processes apply the same gradients
+    for a, b in zip(rank0, rank1, strict=True):  # DDP averaged: both processes apply the same gradients
         assert a["direct_total"] == pytest.approx(b["direct_total"], rel=1e-6)
     check_rows_against_probe(tmp_path / "run", rank0)
 

@@ -56,7 +56,7 @@ def test_same_weights_give_identical_outputs_in_train_and_eval_mode(scale):
         yaml_built.train()
         maps, expected = readable(x), yaml_built(x)
     assert [m.shape for m in maps] == [(2, 64 + 80, 160 // s, 224 // s) for s in (8, 16, 32)]
-    assert all(torch.equal(m, e) for m, e in zip(maps, expected))
+    assert all(torch.equal(m, e) for m, e in zip(maps, expected, strict=True))
 
 
 def test_one_changed_weight_changes_the_output():

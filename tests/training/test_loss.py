@@ -118,7 +118,8 @@ def assert_same_gradients(ours: tuple[torch.Tensor, ...], theirs: tuple[torch.Te
     """Every gradient element within 1e-4 of the largest gradient magnitude (zero gradients stay zero)."""
     scale = max(g.abs().max().item() for g in theirs)
     assert scale > 0
-    for mine, ref in zip(ours, theirs):
+    assert len(ours) == len(theirs) > 0
+    for mine, ref in zip(ours, theirs, strict=True):
         assert (mine - ref).abs().max().item() <= RTOL * scale
         assert torch.equal(mine == 0, ref == 0)
 
@@ -251,7 +252,7 @@ def test_ciou_and_iou_match_oracle_values_and_gradients():
     assert torch.allclose(mine_in.grad, their_in.grad, atol=1e-5)
 
 
-def test_ciou_hand_values():
+def test_ciou_equals_hand_computed_values():
     unit = torch.tensor([0.0, 0.0, 2.0, 2.0])
     shifted = torch.tensor([1.0, 0.0, 3.0, 2.0])  # IoU 1/3, centres 1 apart, enclosure diagonal² 9 + 4
     assert math.isclose(ciou(unit, shifted).item(), 1 / 3 - 1 / 13, rel_tol=1e-5)

@@ -298,7 +298,7 @@ def _ema_of_parameters_only(ours):
     @torch.no_grad()
     def update(model):
         ema.updates += 1
-        for average, current in zip(ema.module.parameters(), model.parameters()):
+        for average, current in zip(ema.module.parameters(), model.parameters(), strict=True):
             average.lerp_(current, 1.0 - ema.decay_at(ema.updates))
 
     ema.update = update

@@ -78,14 +78,14 @@ def assert_one_clear_error(read, path, *fragments: str) -> None:
 
 
 @pytest.mark.parametrize("read", READERS)
-def test_text_file_named_pt(read, tmp_path):
+def test_a_text_file_named_pt_is_one_clear_error(read, tmp_path):
     path = tmp_path / "weights.pt"
     path.write_text("<html>404 Not Found</html>\n")
     assert_one_clear_error(read, path, "a text file, not a PyTorch checkpoint")
 
 
 @pytest.mark.parametrize("read", READERS)
-def test_empty_pt(read, tmp_path):
+def test_an_empty_pt_is_one_clear_error(read, tmp_path):
     path = tmp_path / "empty.pt"
     path.write_bytes(b"")
     assert_one_clear_error(read, path, "empty")
@@ -93,7 +93,7 @@ def test_empty_pt(read, tmp_path):
 
 @pytest.mark.parametrize("read", READERS)
 @pytest.mark.parametrize("kind", ["official", "ours"])
-def test_truncated_pt(read, kind, good_files, tmp_path):
+def test_a_truncated_pt_is_one_clear_error(read, kind, good_files, tmp_path):
     data = good_files[kind].read_bytes()
     path = tmp_path / f"{kind}-cut.pt"
     path.write_bytes(data[: len(data) // 2])
@@ -128,7 +128,7 @@ def test_directory_passed_as_weights(read, tmp_path):
 
 
 @pytest.mark.parametrize("read", READERS)
-def test_missing_file(read, tmp_path):
+def test_a_missing_weights_file_is_named_in_the_error(read, tmp_path):
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         read(tmp_path / "nothing.pt")
 

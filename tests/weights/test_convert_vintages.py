@@ -136,7 +136,7 @@ def test_early_8_0_scales_without_scale_picks_the_fitting_scale(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["yolov8n", "yolov10n"])
-def test_scales_with_scale(name, tmp_path):
+def test_release_with_scales_key_converts_faithfully(name, tmp_path):
     oracle = build_vintage(oracle_yaml(name))
     path = save_release(oracle, tmp_path / f"{name}.pt")
     assert assert_converts_faithfully(oracle, path, as_stored_fp16(oracle)).arch == name

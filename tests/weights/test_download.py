@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import threading
 
@@ -71,7 +72,10 @@ def test_url_table_covers_all_official_models(monkeypatch):
         weights_url("yolov5s")
 
 
-def test_sha256_of(tmp_path):
+def test_sha256_of_a_file_read_in_chunks_equals_the_digest_of_its_bytes(tmp_path):
+    data = bytes(range(256)) * 41 + b"tail!"  # 10501 bytes: 1500 chunks of 7 bytes and one of 1
     f = tmp_path / "x"
+    f.write_bytes(data)
+    assert sha256_of(f, chunk=7) == sha256_of(f) == hashlib.sha256(data).hexdigest()
     f.write_bytes(b"")
-    assert sha256_of(f) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert sha256_of(f) == hashlib.sha256(b"").hexdigest()

@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from ..names import class_names
 from .records import (
     IMAGE_ERRORS,
     IMAGE_SUFFIXES,
@@ -69,20 +70,6 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def _names_list(names: Sequence[str] | dict | None) -> list[str] | None:
-    """Class names from a list, or from a ``{index: name}`` dict whose keys must be exactly ``0..n-1``."""
-    if names is None:
-        return None
-    if isinstance(names, dict):
-        keys = sorted(int(k) for k in names)
-        if keys != list(range(len(keys))):
-            raise ValueError(f"class indices in names must be 0..{len(keys) - 1} without gaps, got {keys}")
-        return [str(names[k] if k in names else names[str(k)]) for k in keys]
-    if isinstance(names, str) or not isinstance(names, Sequence):
-        raise ValueError(f"names must be a list or an {{index: name}} mapping, got {names!r}")
-    return [str(n) for n in names]
-
-
 def _class_count(value: object, source: Path) -> int:
     """``nc`` of a data.yaml as a positive int (``3``, ``3.0`` and ``"3"`` are accepted)."""
     try:
@@ -101,7 +88,7 @@ def _yaml_names(config: dict, source: Path) -> list[str]:
     the yaml has neither (the class count is never guessed from the labels), names are empty, or ``nc``
     disagrees with the number of names.
     """
-    names = _names_list(config.get("names"))
+    names = class_names(config.get("names"))
     count = _class_count(config["nc"], source) if config.get("nc") is not None else None
     if names is None and count is None:
         raise ValueError(f"{source}: needs 'names' (a list, or {{index: name}}) or 'nc' (the class count)")
@@ -234,7 +221,7 @@ def read_yolo(source: str | Path, names: Sequence[str] | None = None) -> Dataset
         ``DatasetInfo`` with ``format="yolo"``; label rows ``cls cx cy w h`` (normalised) become pixel xyxy boxes,
         polygon rows ``cls x1 y1 x2 y2 x3 y3 …`` their bounding boxes.
     """
-    names = _names_list(names)
+    names = class_names(names)
     if names is not None and not names:
         raise ValueError("names is empty; a dataset needs at least one class")
     root, sources, yaml_names = _yolo_sources(Path(source), names is not None)

@@ -1,7 +1,7 @@
 """Records -> letterboxed uint8 batches: image loading, letterbox, rectangular batches, RAM cache, collate.
 
 The pixels are those the reference pipeline gives the released weights, in training and in validation
-(``tests/test_preprocess_parity.py`` checks them against it):
+(``tests/data/test_preprocess_parity.py`` checks them against it):
 
 1. decode with OpenCV, EXIF orientation applied (a 640x480 JPEG tagged "rotate 90°" is 480x640);
 2. ``load_image``: resize so the long side is ``imgsz`` (bilinear, ``cv2.INTER_LINEAR``), unless it already is:
@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from ..boxes import xyxy2xywh
 from .augment import Augment
 from .records import IMAGE_ERRORS, ImageRecord
 
@@ -314,10 +315,7 @@ class DetectionDataset(Dataset):
         height, width = shape
         targets = torch.zeros((len(classes), 6), dtype=torch.float32)
         targets[:, 1] = classes.float()
-        targets[:, 2] = (boxes[:, 0] + boxes[:, 2]) / (2 * width)
-        targets[:, 3] = (boxes[:, 1] + boxes[:, 3]) / (2 * height)
-        targets[:, 4] = (boxes[:, 2] - boxes[:, 0]) / width
-        targets[:, 5] = (boxes[:, 3] - boxes[:, 1]) / height
+        targets[:, 2:] = xyxy2xywh(boxes) / torch.tensor([width, height, width, height], dtype=torch.float32)
         return Sample(tensor, targets, ImageMeta(index, orig_hw, ratio, (left, top)))
 
 

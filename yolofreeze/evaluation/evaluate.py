@@ -7,18 +7,9 @@ ground truth converted to COCO format in memory (whatever the source format).
 The model's classes are lined up with the dataset's by name first (``names.match_class_names``): a model
 whose names come in another order is remapped, classes only one side has are left out of the scoring.
 
-Precision and recall (``results.csv``'s ``metrics/precision(B)``, ``metrics/recall(B)``) follow the reference's
-recipe on COCOeval's own matching: COCOeval's true/false positives at IoU 0.5 (area "all", at most 100
-detections per image and class, detections matched to an ignored box left out) give, per class with ground
-truth, precision and recall as functions of the confidence threshold, read on a grid of 1000 thresholds in
-[0, 1] by linear interpolation between detections; the threshold where the mean over classes of F1, smoothed by
-a 101-point box filter, is largest gives the reported mean precision and mean recall
-(:func:`precision_recall_at_best_f1`). The reference matches differently: one-to-one in order of IoU over all
-pairs of an image (COCOeval: greedily in order of score, each detection to its best-IoU free box), on all of
-up to 300 detections per image (COCOeval: the 100 best per image and class), at full score precision (the COCO
-results are rounded to 5 decimals). The two can therefore differ; on cplid-dev by at most 1e-5
-(tests/test_evaluate.py), a detection counted differently would move them by about 1 / (classes * boxes of its
-class).
+Precision and recall (``results.csv``'s ``metrics/precision(B)``, ``metrics/recall(B)``) are read from COCOeval's own
+matches at IoU 0.5 at the confidence where the smoothed mean F1 over classes is largest
+(:func:`precision_recall_at_best_f1`); the README says how this differs from the reference's matching and by how much.
 
 With a ``criterion`` (``loss.build_loss(model)``), the validation loss is also computed on the same forward
 pass (the head's raw maps in eval mode, batch-norm running statistics): the mean over batches of each part,

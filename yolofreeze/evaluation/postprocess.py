@@ -19,12 +19,13 @@ MAX_WH = 7680  # class offset for class-aware NMS: larger than any image side, s
 MAX_NMS = 30000  # boxes kept (highest scores first) before NMS
 
 
-def nms(pred: torch.Tensor, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, multi_label: bool = False,
-        agnostic: bool = False, classes: list[int] | None = None) -> list[torch.Tensor]:
-    """YOLOv8 post-processing: per image, keep scores > ``conf``, run NMS per class, keep ``max_det``.
+def nms(pred: torch.Tensor, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, multi_label: bool = False
+        ) -> list[torch.Tensor]:
+    """YOLOv8 post-processing of ``pred (B, 4 + nc, A)``: per image, keep scores > ``conf``, run NMS per class,
+    keep ``max_det``. Returns per image ``(N, 6)``: ``x1, y1, x2, y2`` (input pixels), score, class.
 
     ``multi_label`` keeps every (box, class) pair above ``conf`` (used for mAP evaluation);
-    otherwise each box keeps only its best class. ``agnostic`` suppresses across classes.
+    otherwise each box keeps only its best class.
     """
     nc = pred.shape[1] - 4
     out = []
@@ -37,19 +38,17 @@ def nms(pred: torch.Tensor, conf: float = 0.25, iou: float = 0.7, max_det: int =
         else:
             best, j = scores.max(1, keepdim=True)
             det = torch.cat((boxes, best, j.float()), 1)[best.view(-1) > conf]
-        if classes is not None:
-            det = det[(det[:, 5:6] == torch.tensor(classes, device=det.device)).any(1)]
         if det.shape[0] > MAX_NMS:
             det = det[det[:, 4].argsort(descending=True)[:MAX_NMS]]
-        offsets = det[:, 5:6] * (0 if agnostic else MAX_WH)
+        offsets = det[:, 5:6] * MAX_WH
         keep = torchvision.ops.nms(det[:, :4] + offsets, det[:, 4], iou)[:max_det]
         out.append(det[keep])
     return out
 
 
-def topk(pred: torch.Tensor, conf: float = 0.25, max_det: int = 300, classes: list[int] | None = None
-         ) -> list[torch.Tensor]:
-    """YOLOv10 NMS-free post-processing: the ``max_det`` best (anchor, class) scores, then ``score > conf``.
+def topk(pred: torch.Tensor, conf: float = 0.25, max_det: int = 300) -> list[torch.Tensor]:
+    """YOLOv10 NMS-free post-processing of ``pred (B, 4 + nc, A)``: the ``max_det`` best (anchor, class) scores,
+    then ``score > conf``. Returns per image ``(N, 6)`` as :func:`nms` does.
 
     First the ``k = min(max_det, A)`` anchors with the highest best-class score are kept, then the
     top ``k`` of their ``k * nc`` (anchor, class) scores; an anchor may appear with several classes.
@@ -65,19 +64,13 @@ def topk(pred: torch.Tensor, conf: float = 0.25, max_det: int = 300, classes: li
     picked = anchor_idx.gather(1, flat_idx // nc)
     boxes = boxes.gather(1, picked[..., None].expand(-1, -1, 4))
     det = torch.cat((boxes, best[..., None], labels[..., None].float()), -1)  # (B, k, 6)
-    out = []
-    for image in det:
-        keep = image[:, 4] > conf
-        if classes is not None:
-            keep &= (image[:, 5:6] == torch.tensor(classes, device=image.device)).any(1)
-        out.append(image[keep])
-    return out
+    return [image[image[:, 4] > conf] for image in det]
 
 
 def postprocess(pred: torch.Tensor, nms_free: bool, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
-                multi_label: bool = False, classes: list[int] | None = None) -> list[torch.Tensor]:
+                multi_label: bool = False) -> list[torch.Tensor]:
     """Pick the post-processing the output needs: :func:`topk` when ``nms_free`` (``YOLO.nms_free``: YOLOv10's
     one-to-one branch), else :func:`nms`."""
     if nms_free:
-        return topk(pred, conf=conf, max_det=max_det, classes=classes)
-    return nms(pred, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label, classes=classes)
+        return topk(pred, conf=conf, max_det=max_det)
+    return nms(pred, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)

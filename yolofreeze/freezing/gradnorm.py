@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import YOLO
+from ..model import PARTS, YOLO
 
 COLUMNS = ("step", "epoch", "block", "part", "norm")
-PARTS = ("backbone", "neck", "head")
 ALL = "all"
 TOTAL = "total"
 

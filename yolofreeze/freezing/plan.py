@@ -28,12 +28,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..model import YOLO
+from ..model import PARTS, YOLO
 
 _BLOCK = re.compile(r"^model\.(\d+)\.")
 PRESETS = ("none", "fr1", "fr2", "fr3", "backbone")
 BN_MODES = ("eval", "train")
-PARTS = ("backbone", "neck", "head")
 REST = "rest"  # the --lr-mult label of blocks no entry names (multiplier 1)
 
 

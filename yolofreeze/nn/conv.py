@@ -5,7 +5,6 @@ Every convolution in YOLOv8/v10 is a bias-free ``nn.Conv2d`` followed by ``nn.Ba
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
@@ -38,11 +37,6 @@ class Conv(nn.Module):
         if self.bn is not None:
             self.conv = fuse_conv_bn(self.conv, self.bn)
             self.bn = None
-
-
-def DWConv(c1: int, c2: int, k: int = 1, s: int = 1, act: bool = True) -> Conv:
-    """Depthwise(-ish) Conv: groups = gcd(c1, c2), so ``c1 == c2`` gives one filter per channel."""
-    return Conv(c1, c2, k, s, g=math.gcd(c1, c2), act=act)
 
 
 class Concat(nn.Module):

@@ -13,7 +13,7 @@ The training loop reads (``nb`` batches per epoch, ``iteration = i + nb * epoch`
                 grad_norm = optimizer_step(model, optimizer, ema)
                 last_step = iteration
 
-Recipe (Ultralytics 8.4.190's ``BaseTrainer`` with ``optimizer=SGD``; checked against it in tests/test_optim.py):
+Recipe (Ultralytics 8.4.190's ``BaseTrainer`` with ``optimizer=SGD``; checked against it in tests/training/test_optim.py):
 
 - SGD, Nesterov momentum. Three groups: pg0 weights with weight decay, pg1 normalisation-layer weights and
   pg2 biases, both without decay. Weight decay is ``weight_decay * batch * accumulate / nbs``.

@@ -102,7 +102,7 @@ def train_parser(prog: str = "train.py", description: str | None = None) -> argp
     parser.add_argument("--data", default="demo", help="data.yaml, dataset folder, or insplad/coco8/coco/demo")
     parser.add_argument("--freeze", nargs="+", default=["0"], metavar="BLOCKS",
                         help="N freezes blocks 0..N-1; or block numbers/ranges (0 3 5, 0-3,5); or a preset: fr1 (4 "
-                             "blocks), fr2 (9), fr3 (all but the head), backbone, none (default: 0, nothing frozen)")
+                             "blocks), fr2 (9), fr3 (all but the head), backbone, none")
     parser.add_argument("--frozen-bn", choices=BN_MODES, default="eval",
                         help="batch-norm of frozen blocks: eval (statistics fixed, the current reference) or train "
                              "(statistics keep updating, older releases / YOLOv10 authors)")

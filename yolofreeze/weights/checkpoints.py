@@ -22,6 +22,7 @@ import yaml
 
 from .releases import RELEASES, download_weights
 from ..model import MODEL_NAME, YOLO, build_model
+from ..names import class_names
 from .safe_pickle import ConversionError, StandIn, archive_problem, first_line, safe_load
 
 LOGGER = logging.getLogger(__name__)
@@ -58,12 +59,14 @@ def standin_activations(module: StandIn, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _names_list(names, nc: int) -> list[str]:
-    if isinstance(names, dict):
-        return [str(names.get(i, f"class_{i}")) for i in range(nc)]
-    if isinstance(names, (list, tuple)) and len(names) == nc:
-        return [str(n) for n in names]
-    return [f"class_{i}" for i in range(nc)]
+def _official_names(names, nc: int) -> list[str]:
+    """The class names an official checkpoint stores (list or ``{index: name}``), or ``class_<i>`` placeholders
+    when they are missing, malformed or not ``nc`` of them."""
+    try:
+        listed = class_names(names)
+    except ValueError:
+        listed = None
+    return listed if listed is not None and len(listed) == nc else [f"class_{i}" for i in range(nc)]
 
 
 def convert_official(path: str | Path) -> YOLO:
@@ -95,7 +98,7 @@ def convert_official(path: str | Path) -> YOLO:
     state = {k: v.float() if v.is_floating_point() else v.clone() for k, v in standin_state_dict(net).items()}
     head_classes = [k for k in state if k.endswith(".cv3.0.2.weight")]
     nc = int(state[head_classes[-1]].shape[0]) if head_classes else int(spec.get("nc", 80))
-    names = _names_list(attrs.get("names"), nc)
+    names = _official_names(attrs.get("names"), nc)
     model = _build_matching(spec, nc, names, state, path)
     _check_matches(model, state, net, path)
     model.load_state_dict(state, strict=True)
