@@ -75,8 +75,8 @@ def test_block_range_forward_equals_the_full_forward(name, training):
             a, b = flat(full), flat(part)
             assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True)) if isinstance(a, list) else torch.equal(a, b), start
         if not training:
-            maps = model.head.maps(model.head_inputs(x))
-            cached_maps = model.head.maps(model.head_inputs(model.prefix_outputs(x, 9)))
+            maps = flat(model.head.maps(model.head_inputs(x)))
+            cached_maps = flat(model.head.maps(model.head_inputs(model.prefix_outputs(x, 9))))
             assert all(torch.equal(a, b) for a, b in zip(maps, cached_maps, strict=True))
     with pytest.raises(ValueError, match=r"needs the outputs of blocks \[4, 6, 8\]"):
         model(PrefixOutputs(9, {4: x, 6: x}))
@@ -228,7 +228,7 @@ def test_a_stale_key_is_rebuilt_never_reused(demo_yaml, tmp_path):
 
     def expected(position: int) -> dict[int, torch.Tensor]:
         batch = collate([dataset[position]])
-        return model.prefix_outputs(batch.images.float() / 255, 9)
+        return model.prefix_outputs(batch.images.float() / 255, 9).outputs
 
     assert cache.refresh(model) == 4 and cache.refresh(model) == 0
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 4

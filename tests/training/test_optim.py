@@ -344,7 +344,7 @@ def test_parameters_a_plan_freezes_are_left_out_and_untouched():
     model = Tiny()
     frozen = model.conv.weight.detach().clone()
     cfg = TrainConfig(epochs=2, batch=64, warmup_epochs=0.0)
-    optimizer = build_optimizer(model, cfg, trainable=lambda name, param: name != "conv.weight")
+    optimizer = build_optimizer(model, cfg, trainable=lambda name: name != "conv.weight")
     assert parameter_names(model, optimizer.param_groups) == [set(), {"bn.weight"}, {"conv.bias", "bn.bias"}]
 
     for iteration, batch in enumerate(tiny_batches(3)):
@@ -359,7 +359,7 @@ def test_parameters_a_plan_freezes_are_left_out_and_untouched():
 
 def test_no_trainable_parameter_is_an_error():
     with pytest.raises(ValueError, match="no trainable parameters"):
-        param_groups(Tiny(), lambda name, param: False, TrainConfig())
+        param_groups(Tiny(), lambda name: False, TrainConfig())
 
 
 def test_a_grad_scaler_is_unscaled_before_clipping_and_skips_overflowed_steps():

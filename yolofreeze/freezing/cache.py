@@ -414,7 +414,7 @@ class FeatureCache:
             for j, meta in enumerate(batch.meta):
                 targets = batch.targets[batch.targets[:, 0] == j].clone()
                 targets[:, 0] = 0
-                features = {i: out[j].to("cpu", DTYPES[self.dtype], copy=True) for i, out in outputs.items()}
+                features = {i: out[j].to("cpu", DTYPES[self.dtype], copy=True) for i, out in outputs.outputs.items()}
                 self.store.put(self.keys[where[meta.index]], Entry(features, targets, meta, shape))
         if self.failures:
             LOGGER.warning("%d images could not be read for the frozen-prefix cache", len(self.failures))
