@@ -38,7 +38,7 @@ from .nn import (
 
 LOGGER = logging.getLogger(__name__)
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = (Path(__file__).parent / "specs").resolve()  # models/ in a checkout (a link), packaged when installed
 MODEL_NAME = re.compile(r"^yolov(8|10)([nsmblx]?)$", re.IGNORECASE)
 
 MODULES: dict[str, type[nn.Module]] = {

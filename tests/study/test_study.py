@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,27 @@ def test_devices_run_one_study_run_per_gpu_group_at_a_time(monkeypatch, tmp_path
     assert sorted(codes) == sorted(r.name for r in runs) and not any(codes.values())
     assert {group for group, _ in spans} == {("0", "1"), ("2", "3")}  # pairs of GPUs: torchrun jobs
     assert max(concurrent for _, concurrent in spans) == 2  # both groups busy at once
+
+
+def test_an_installed_package_without_the_checkout_runs_a_tiny_study(tiny, tmp_path):
+    """A wheel of the package (what pip installs without -e) unpacked away from the checkout: the study finds its
+    model specs and launches its training runs from the package alone (python -m yolofreeze.train)."""
+    data, weights = tiny
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", str(ROOT),
+                    "--wheel-dir", str(tmp_path / "dist")], check=True, capture_output=True)
+    site = tmp_path / "site"
+    with zipfile.ZipFile(next((tmp_path / "dist").glob("yolofreeze-*.whl"))) as wheel:  # a pure-Python wheel
+        wheel.extractall(site)
+    assert not (site / "yolofreeze" / "specs").is_symlink() and (site / "yolofreeze" / "specs" / "yolov8.yaml").is_file()
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "2"}
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    where = subprocess.run([sys.executable, "-c", "import yolofreeze; print(yolofreeze.__file__)"], cwd=work, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(site))
+    done = subprocess.run([sys.executable, "-m", "yolofreeze.study", "--data", str(data), "--strategies", "fr2",
+                           "--weights", str(weights), "--epochs", "1", "--name", "s", *TINY], cwd=work, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    study = work / "runs" / "study" / "s"
+    assert (study / "study.csv").is_file() and (study / "tiny-yolov8n-fr2" / "summary.json").is_file()
