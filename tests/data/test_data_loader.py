@@ -167,7 +167,7 @@ def test_seeded_shuffle_is_reproducible(records, workers):
 
 def test_cache_gives_identical_tensors(records):
     plain = DetectionDataset(records, imgsz=96, rect=True, batch_size=4)
-    cached = DetectionDataset(records, imgsz=96, rect=True, batch_size=4, cache=True)
+    cached = DetectionDataset(records, imgsz=96, rect=True, batch_size=4, cache_images=True)
     for i in range(len(plain)):
         a, b = plain[i], cached[i]
         assert torch.equal(a.image, b.image) and torch.equal(a.targets, b.targets) and a.meta == b.meta
@@ -185,7 +185,7 @@ def test_flagged_boxes_are_left_out_of_training_targets(records):
 def test_an_image_unreadable_at_load_time_is_reported_never_replaced(records, cache, workers, caplog):
     broken = records[4].path
     broken.write_bytes(broken.read_bytes()[:200])  # truncated after the readers checked it
-    loader = build_dataloader(records, imgsz=64, batch=3, cache=cache, workers=workers)
+    loader = build_dataloader(records, imgsz=64, batch=3, cache_images=cache, workers=workers)
     batches = list(loader)
     assert [len(b.meta) for b in batches] == [3, 2, 2] and [b.failed for b in batches] == [[], [4], []]
     assert batches[1].images.shape == (2, 3, 64, 64) and batches[1].targets[:, 0].tolist() == [0, 1]

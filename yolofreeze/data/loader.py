@@ -233,12 +233,12 @@ class DetectionDataset(Dataset):
             ``imgsz x imgsz``.
         batch_size: batch size for the rectangular shapes.
         stride: shape alignment in pixels.
-        cache: decode and resize every image once up front into RAM (uint8 arrays), shared with workers.
+        cache_images: decode and resize every image once up front into RAM (uint8 arrays), shared with workers.
         augment: ``(image, boxes_xyxy, classes) -> same`` applied to the letterboxed image, or None.
     """
 
     def __init__(self, records: Sequence[ImageRecord], imgsz: int = 640, rect: bool = False, batch_size: int = 16,
-                 stride: int = 32, cache: bool = False, augment: AugmentFn | None = None) -> None:
+                 stride: int = 32, cache_images: bool = False, augment: AugmentFn | None = None) -> None:
         if imgsz % stride:
             raise ValueError(f"imgsz {imgsz} must be a multiple of the stride {stride}")
         self.records = list(records)
@@ -250,7 +250,7 @@ class DetectionDataset(Dataset):
         else:
             self.order = np.arange(len(self.records), dtype=np.int64)
             self.shapes = np.full((len(self.records), 2), imgsz, np.int64)
-        self._cache = self._fill_cache() if cache else None
+        self._cache = self._fill_cache() if cache_images else None
 
     def _read(self, index: int) -> np.ndarray:
         """``load_image`` of record ``index``; raises ``ValueError`` if its oriented size is not the record's."""
@@ -352,7 +352,7 @@ def seed_worker(worker_id: int) -> None:
 
 
 def build_dataloader(records: Sequence[ImageRecord], imgsz: int = 640, batch: int = 16, shuffle: bool = False,
-                     workers: int = 0, seed: int = 0, rect: bool = False, cache: bool = False,
+                     workers: int = 0, seed: int = 0, rect: bool = False, cache_images: bool = False,
                      augment: bool | AugmentFn = False, stride: int = 32,
                      pin_memory: bool | None = None, sampler: Sampler | None = None) -> DataLoader:
     """A DataLoader of ``Batch`` es over ``records``.
@@ -366,7 +366,7 @@ def build_dataloader(records: Sequence[ImageRecord], imgsz: int = 640, batch: in
         seed: seeds the loader's generator, hence the order and each worker's torch / numpy / random seed:
             the same seed gives the same batches.
         rect: rectangular per-batch shapes ordered by aspect ratio (validation); otherwise square ``imgsz``.
-        cache: keep decoded, resized images in RAM (filled once, when the loader is built); costs about
+        cache_images: keep decoded, resized images in RAM (filled once, when the loader is built); costs about
             ``3 * imgsz * imgsz * (short side / long side)`` bytes per image (0.9 MB for 4:3 at 640).
         augment: True for ``Augment()`` defaults, or a callable ``(image, boxes_xyxy, classes) -> same``.
         stride: shape alignment in pixels.
@@ -382,7 +382,7 @@ def build_dataloader(records: Sequence[ImageRecord], imgsz: int = 640, batch: in
     if sampler is not None and (shuffle or rect):
         raise ValueError("a sampler sets the order itself: use shuffle=False and rect=False with it")
     transform = Augment() if augment is True else (augment or None)
-    dataset = DetectionDataset(records, imgsz, rect=rect, batch_size=batch, stride=stride, cache=cache,
+    dataset = DetectionDataset(records, imgsz, rect=rect, batch_size=batch, stride=stride, cache_images=cache_images,
                                augment=transform)
     return DataLoader(dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers,
                       collate_fn=collate,

@@ -54,7 +54,7 @@ class RunSettings:
     seed: int = 0
     device: str | None = None
     workers: int = 2
-    cache: bool = False
+    cache_images: bool = False
     cache_frozen: str | None = None
     cache_dtype: str = "fp32"
     amp: bool = True
@@ -127,7 +127,8 @@ def train_parser(prog: str = "train.py", description: str | None = None) -> argp
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (data order, fresh layers)")
     parser.add_argument("--device", type=device, default=None, help=f"cpu, cuda or cuda:N (default {default_device()})")
     parser.add_argument("--workers", type=non_negative_int, default=2, help="data-loader worker processes")
-    parser.add_argument("--cache", action="store_true", help="keep decoded training images in RAM")
+    parser.add_argument("--cache", dest="cache_images", action="store_true",
+                        help="keep the decoded, resized training images in RAM")
     parser.add_argument("--cache-frozen", choices=MODES, default=None,
                         help="compute the frozen prefix's outputs once (train and val images) and keep them in ram "
                              "or on disk (the run folder; deleted at the end); needs frozen blocks 0..k-1 (in "
@@ -210,7 +211,7 @@ def new_trainer(settings: RunSettings, dist: Distributed, say: Say = lambda _: N
               "frozen_blocks": sorted(plan.frozen), "plan": plan.to_dict(), "run_dir": str(run_dir),
               "world_size": dist.world_size}
     say(f"model: {origin}\n{format_audit(plan.audit(model))}")
-    return Trainer(model, info, cfg, run_dir, plan, device_name, settings.workers, settings.cache,
+    return Trainer(model, info, cfg, run_dir, plan, device_name, settings.workers, settings.cache_images,
                    amp=None if settings.amp else False, settings=record, progress=sys.stderr.isatty(),
                    grad_norms=settings.grad_norms, cache_frozen=settings.cache_frozen,
                    cache_dtype=settings.cache_dtype)
@@ -242,7 +243,7 @@ def resumed_trainer(run_dir: str | Path, dist: Distributed, device_name: str | N
     model = load_model(last)
     plan = FreezePlan.from_dict(record["plan"])
     say(f"resuming {run_dir} after epoch {state['epoch']} of {cfg.epochs}\n{plan.at(state['epoch']).describe(model)}")
-    trainer = Trainer(model, info, cfg, run_dir, plan, settings.device, settings.workers, settings.cache,
+    trainer = Trainer(model, info, cfg, run_dir, plan, settings.device, settings.workers, settings.cache_images,
                       amp=None if settings.amp else False, settings=record, progress=sys.stderr.isatty(),
                       grad_norms=settings.grad_norms, cache_frozen=settings.cache_frozen,
                       cache_dtype=settings.cache_dtype)

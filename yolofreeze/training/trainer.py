@@ -166,7 +166,7 @@ class Trainer:
             schedule (default: none frozen).
         device: where to train; under ``torchrun`` on CUDA each process uses its local rank's GPU.
         workers: data-loader worker processes per training process.
-        cache: keep the decoded, resized training images in RAM.
+        cache_images: keep the decoded, resized training images in RAM (``--cache``; not the frozen-prefix cache).
         amp: mixed precision (float16 autocast and a gradient scaler); default: on CUDA only.
         settings: what ``args.yaml`` and the checkpoints record about the run besides ``cfg`` (data, model,
             weights, freeze …): what a resume needs to rebuild it.
@@ -183,7 +183,7 @@ class Trainer:
 
     def __init__(self, model: YOLO, data: DatasetInfo, cfg: TrainConfig, run_dir: str | Path,
                  plan: FreezePlan | None = None, device: str | torch.device = "cpu", workers: int = 2,
-                 cache: bool = False, amp: bool | None = None, settings: dict | None = None,
+                 cache_images: bool = False, amp: bool | None = None, settings: dict | None = None,
                  progress: bool = True, grad_norms: bool = True, cache_frozen: str | None = None,
                  cache_dtype: str = "fp32") -> None:
         for split in ("train", "val"):
@@ -204,7 +204,7 @@ class Trainer:
         if self.amp and self.device.type != "cuda":
             raise ValueError("mixed precision (AMP) needs a CUDA device")
         self.settings = dict(settings or {})
-        self.workers, self.cache, self.progress = workers, cache, progress and self.dist.main
+        self.workers, self.progress = workers, progress and self.dist.main
         self.model = self.plan.apply(model).to(self.device)
         self.criterion = build_loss(self.model, cfg.to_dict())
         self.optimizer = build_optimizer(self.model, cfg, self.plan.trainable, self.freeze_plan.lr_split())
@@ -217,7 +217,7 @@ class Trainer:
                                           rank=self.dist.rank, shuffle=True, seed=cfg.seed)
         stride = max(32, int(self.model.stride.max()))
         self.loader = build_dataloader(data.splits["train"], cfg.imgsz, cfg.batch // self.dist.world_size,
-                                       workers=workers, seed=cfg.seed, cache=cache, stride=stride,
+                                       workers=workers, seed=cfg.seed, cache_images=cache_images, stride=stride,
                                        sampler=self.sampler)
         self.nb = len(self.loader)
         self.cache_mode, self.cache_dtype = cache_frozen, cache_dtype
