@@ -157,7 +157,7 @@ def test_fp32_cache_gives_the_same_losses_per_step_and_the_same_metrics(runs, la
 
 
 def test_the_v8_comparison_has_real_detections(v8_runs):
-    assert min(v8_runs["plain"][1]["metrics/mAP50(B)"]) > 0.1  # the mAP check above is not 0 against 0
+    assert min(v8_runs["plain"][1]["metrics/mAP50(B)"]) > 0.05  # the mAP check above is not 0 against 0 (0.10-0.15 measured over seeds)
 
 
 def test_fp16_cache_stays_within_its_stated_bounds(v8_runs):
