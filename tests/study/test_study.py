@@ -161,7 +161,7 @@ def test_study_demo_uses_the_generated_target_and_the_cached_source(tmp_path, mo
     monkeypatch.setenv("YOLOFREEZE_DATASETS", str(tmp_path / "cache"))
     source = cache_dir() / "source-yolov8n-v2.pt"  # as if pretrained earlier: no pretraining run now
     save_checkpoint(random_model("yolov8n", names=list(DEMO_NAMES)), source)
-    args, passthrough = prepare_demo(*parse_args(["--demo", "--strategies", "none,fr2", "--imgsz", "128"]))
+    args, passthrough = prepare_demo(*parse_args(["--demo", "--strategies", "none,fr2", "--imgsz", "128"]), print)
     assert args.weights == str(source) and "cached" in capsys.readouterr().out
     assert args.epochs == DEMO_EPOCHS and args.patience == 0 and args.name == "demo"
     assert passthrough == ["--imgsz", "128", "--batch", "8"]  # the given --imgsz wins

@@ -17,6 +17,7 @@ time, or one per GPU at a time with ``--devices``.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,8 +115,9 @@ def print_dry_run(runs: Sequence[StudyRun], study_dir: Path, common: list[str],
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args, passthrough = parse_args(argv)
+    say = partial(print, flush=True)
     if args.demo:
-        args, passthrough = prepare_demo(args, passthrough)
+        args, passthrough = prepare_demo(args, passthrough, say)
     models, datasets = (args.models or "yolov8n").split(","), args.data.split(",")
     runs = plan_study(models, datasets, args.strategies.split(","), weights_table(args.weights, models))
     common = common_args(args, passthrough)
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     study_dir.mkdir(parents=True, exist_ok=True)
     print(f"study {study_dir}: {len(runs)} runs ({len(datasets)} datasets x {len(models)} models x "
           f"{len(runs) // (len(datasets) * len(models))} strategies)", flush=True)
-    codes = {} if args.report_only else run_study(runs, study_dir, common, args.devices, args.gpus_per_run)
+    codes = {} if args.report_only else run_study(runs, study_dir, common, args.devices, args.gpus_per_run, say)
     report = write_report(runs, study_dir)
     print(report.markdown)
     print(f"\nreport: {study_dir / 'study.md'}, study.csv, plots: {', '.join(p.name for p in report.plots)}")

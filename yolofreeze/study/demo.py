@@ -15,6 +15,7 @@ Flags given on the command line win over these settings (``--epochs``, ``--strat
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import shutil
 import subprocess
 import sys
@@ -35,17 +36,16 @@ def cache_dir() -> Path:
     return demo_root().parent / "study-demo"
 
 
-def source_checkpoint(python: str = sys.executable) -> Path:
+def source_checkpoint(say: Callable[[str], None], python: str = sys.executable) -> Path:
     """The pretrained source-domain checkpoint, trained now (``train.py`` on the ``demo`` dataset) if not cached.
 
     Raises RuntimeError (with the end of the training output) when the pretraining run fails.
     """
     path = cache_dir() / f"source-{DEMO_MODEL}-v{DEMO_VERSION}.pt"
     if path.is_file():
-        print(f"source model: {path} (pretrained on the sky domain, cached)", flush=True)
+        say(f"source model: {path} (pretrained on the sky domain, cached)")
         return path
-    print(f"pretraining {DEMO_MODEL} from scratch on the generated sky domain (once; about 2 CPU minutes) …",
-          flush=True)
+    say(f"pretraining {DEMO_MODEL} from scratch on the generated sky domain (once; about 2 CPU minutes) …")
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run([python, "-m", TRAIN_MODULE, "--data", "demo", "--model", DEMO_MODEL, "--weights",
                                "none", "--project", tmp, "--name", "source"], capture_output=True, text=True)
@@ -56,12 +56,12 @@ def source_checkpoint(python: str = sys.executable) -> Path:
         shutil.copyfile(Path(tmp) / "source" / "weights" / "best.pt", partial)
         partial.replace(path)
     summary = [line for line in done.stdout.splitlines() if line.startswith("mAP@50:95")]
-    print(f"source model: {path} ({summary[-1] if summary else 'trained'} on the sky domain's val split)",
-          flush=True)
+    say(f"source model: {path} ({summary[-1] if summary else 'trained'} on the sky domain's val split)")
     return path
 
 
-def prepare_demo(args: argparse.Namespace, passthrough: list[str]) -> tuple[argparse.Namespace, list[str]]:
+def prepare_demo(args: argparse.Namespace, passthrough: list[str], say: Callable[[str], None] = lambda _: None
+                 ) -> tuple[argparse.Namespace, list[str]]:
     """Fill in the demo's dataset, model, start weights and settings (given flags win); pretrain if needed."""
     if args.data:
         raise ValueError("--demo brings its own datasets; leave out --data")
@@ -69,7 +69,7 @@ def prepare_demo(args: argparse.Namespace, passthrough: list[str]) -> tuple[argp
     args.models = DEMO_MODEL if args.models in (None, DEMO_MODEL) else args.models
     if args.models != DEMO_MODEL:
         raise ValueError(f"--demo pretrains {DEMO_MODEL} only; leave out --models")
-    args.weights = args.weights or str(source_checkpoint())
+    args.weights = args.weights or str(source_checkpoint(say))
     args.epochs = args.epochs or DEMO_EPOCHS
     args.name = args.name or "demo"
     if args.patience is None:

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,9 +161,10 @@ def run_one(run: StudyRun, study_dir: Path, common: Sequence[str], devices: Sequ
 
 
 def run_study(runs: Sequence[StudyRun], study_dir: Path, common: Sequence[str], devices: Sequence[str] = (),
-              gpus_per_run: int = 1) -> dict[str, int]:
+              gpus_per_run: int = 1, say: Callable[[str], None] = lambda _: None) -> dict[str, int]:
     """Run every combination (skipping finished ones): one at a time, or with ``devices`` one run per group of
-    ``gpus_per_run`` GPUs at a time. Prints a line per run; returns ``{run name: exit code}``."""
+    ``gpus_per_run`` GPUs at a time. ``say`` gets a line when a run starts and when it ends; returns
+    ``{run name: exit code}``."""
     groups = [list(devices[k:k + gpus_per_run]) for k in range(0, len(devices), gpus_per_run)] or [[]]
     free: Queue[list[str]] = Queue()
     for group in groups:
@@ -176,15 +177,13 @@ def run_study(runs: Sequence[StudyRun], study_dir: Path, common: Sequence[str], 
         try:
             where = f" on GPU {','.join(group)}" if group else ""
             if run_status(study_dir / run.name) != "finished":
-                print(f"[{number}/{len(runs)}] {run.name}: training{where} (log: {study_dir / 'logs'}/{run.name}.log)",
-                      flush=True)
+                say(f"[{number}/{len(runs)}] {run.name}: training{where} (log: {study_dir / 'logs'}/{run.name}.log)")
             status, code, seconds = run_one(run, study_dir, common, group)
             codes[run.name] = code
             verb = {"finished": "already finished, skipped", "resume": "resumed and finished",
                     "new": "finished"}[status]
-            print(f"[{number}/{len(runs)}] {run.name}: " + (verb if code == 0 else
-                                                             f"FAILED (exit {code}; see its log)")
-                  + (f" in {seconds / 60:.1f} min" if seconds else ""), flush=True)
+            say(f"[{number}/{len(runs)}] {run.name}: " + (verb if code == 0 else f"FAILED (exit {code}; see its log)")
+                + (f" in {seconds / 60:.1f} min" if seconds else ""))
         finally:
             free.put(group)
 
