@@ -5,14 +5,8 @@
 
 Strategies are the paper's: ``scratch`` (random initialisation, nothing frozen), ``none`` (fine-tune everything
 from the pretrained weights), ``fr1`` / ``fr2`` / ``fr3`` / ``backbone`` (``--freeze`` presets) — or any other
-``--freeze`` value (``fr2`` and ``9`` are the same plan). Every other flag is passed to ``train.py`` unchanged
-(``--imgsz``, ``--batch``, ``--frozen-bn``, ``--lr-mult``, ``--unfreeze``, …).
-
-Data flow: the plan (:func:`plan_study`) → one ``train.py`` process per run, in
-``runs/study/<name>/<dataset>-<model>-<strategy>/`` (:func:`run_one`; a finished run, marked by its
-``summary.json``, is skipped; a killed one continues from its ``last.pt``; one that never finished an epoch starts
-over) → the report (:mod:`yolofreeze.study.report`: ``study.csv``, ``study.md``, plots, diagnostics). Runs go one at a
-time, or one per GPU at a time with ``--devices``.
+``--freeze`` value (``fr2`` and ``9`` are the same plan). Every other flag is passed to each training run unchanged
+(``--imgsz``, ``--batch``, ``--frozen-bn``, ``--lr-mult``, ``--unfreeze``, …). How the runs go: :mod:`.runner`.
 """
 from __future__ import annotations
 

@@ -1,18 +1,9 @@
-"""The layer-freezing study in one command: every dataset x model x strategy, trained with the same recipe.
-
-    python -m yolofreeze.study --models yolov8n,yolov10n --data insplad --strategies scratch,none,fr1,fr2,fr3 \\
-        --epochs 1000 --patience 50 --seed 0 [--name NAME] [--dry-run] [--devices 0,1,2,3] [trainer flags …]
-
-Strategies are the paper's: ``scratch`` (random initialisation, nothing frozen), ``none`` (fine-tune everything
-from the pretrained weights), ``fr1`` / ``fr2`` / ``fr3`` / ``backbone`` (``--freeze`` presets) — or any other
-``--freeze`` value (``fr2`` and ``9`` are the same plan). Every other flag is passed to ``train.py`` unchanged
-(``--imgsz``, ``--batch``, ``--frozen-bn``, ``--lr-mult``, ``--unfreeze``, …).
-
-Data flow: the plan (:func:`plan_study`) → one ``train.py`` process per run, in
-``runs/study/<name>/<dataset>-<model>-<strategy>/`` (:func:`run_one`; a finished run, marked by its
-``summary.json``, is skipped; a killed one continues from its ``last.pt``; one that never finished an epoch starts
-over) → the report (:mod:`yolofreeze.study.report`: ``study.csv``, ``study.md``, plots, diagnostics). Runs go one at a
-time, or one per GPU at a time with ``--devices``.
+"""The study's runs: the plan (:func:`plan_study`: every dataset x model x strategy) → one training process per run
+(``python -m yolofreeze.train``), in ``runs/study/<name>/<dataset>-<model>-<strategy>/`` (:func:`run_one`; a
+finished run, marked by its ``summary.json``, is skipped; a killed one continues from its ``last.pt``; one that never
+finished an epoch starts over) → the report (:mod:`yolofreeze.study.report`: ``study.csv``, ``study.md``, plots,
+diagnostics). Runs go one at a time, or one per GPU (group) at a time with ``--devices`` (:func:`run_study`). The
+command is :mod:`yolofreeze.study.__main__`.
 """
 from __future__ import annotations
 
