@@ -16,7 +16,7 @@ import train as train_cli
 from yolofreeze.weights.checkpoints import load_model, random_model, save_checkpoint
 from yolofreeze.data import DEMO_NAMES, write_demo_dataset
 from yolofreeze.training.runs import RESULTS_COLUMNS, read_results
-from yolofreeze.training.setup import new_trainer, parse_train_args
+from yolofreeze.training.setup import RunSettings, new_trainer, parse_train_args
 from yolofreeze.training.trainer import Distributed
 
 TINY = ["--imgsz", "128", "--batch", "8", "--workers", "0"]
@@ -210,3 +210,21 @@ def test_freeze_preset_reaches_the_trainer_and_the_optimiser(demo_data, tmp_path
     in_optimiser = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     for name, param in trainer.model.named_parameters():
         assert (id(param) in in_optimiser) == (int(name.split(".")[1]) >= 9 and ".dfl." not in name), name
+
+
+def test_run_settings_round_trip_and_read_the_records_of_older_runs():
+    settings, resume = parse_train_args(["--data", "demo", "--freeze", "0-3,5", "--grad-norms", "off", "--cache",
+                                         "--cache-frozen=ram", "--epochs", "3"])
+    assert resume is None and RunSettings.from_dict(settings.to_dict()) == settings
+    assert settings.freeze == ("0-3,5",) and settings.grad_norms is False and settings.cache_images is True
+    older = {"data": "demo", "model": "yolov8n", "freeze": [0, 1, 2], "grad_norms": "off", "cache": True,
+             "plan": {}, "run_dir": "runs/train/x"}  # what runs recorded before RunSettings
+    read = RunSettings.from_dict(older)
+    assert read.grad_norms is False and read.cache_images is True and read.freeze == ("0", "1", "2")
+
+
+def test_help_shows_each_default_once_and_as_typed(capsys):
+    assert train_cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "(default: ['0'])" not in out and "(default: 0)" in out
+    assert "(default on)" not in out and out.count("(default: on)") == 1

@@ -84,10 +84,16 @@ class RunSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunSettings:
-        """The settings :meth:`to_dict` wrote (other keys, e.g. what the run resolved, are ignored)."""
+        """The settings :meth:`to_dict` wrote (other keys, e.g. what the run resolved, are ignored). Runs recorded
+        before these settings existed (``grad_norms: "on"/"off"``, ``cache``) read the same."""
+        data = dict(data)
+        if isinstance(data.get("grad_norms"), str):
+            data["grad_norms"] = data["grad_norms"] == "on"
+        if "cache" in data and "cache_images" not in data:
+            data["cache_images"] = bool(data["cache"])
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}
-        return cls(**{**values, "freeze": tuple(values.get("freeze", cls.freeze))})
+        return cls(**{**values, "freeze": tuple(map(str, values.get("freeze", cls.freeze)))})
 
 
 def train_parser(prog: str = "train.py", description: str | None = None) -> argparse.ArgumentParser:
