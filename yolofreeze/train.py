@@ -9,7 +9,9 @@ freeze_audit.json (what was frozen, with integrity digests), memory.json (one st
 grad_norms.csv and grad_norms.png (per-step gradient L2 norms per block, part and in total).
 ``--resume runs/train/<name>`` continues a killed run. Multi-GPU: ``torchrun --nproc_per_node N train.py …``.
 ``--cache-frozen ram|disk`` (frozen blocks a prefix, their batch-norm in eval) computes the frozen blocks' outputs
-once and trains from the first trainable block.
+once and trains from the first trainable block. ``--freeze auto`` starts with nothing frozen (``auto:fr1``: with a
+prefix) and freezes the leading blocks whose gradients stopped changing (``--auto-interval``, ``--auto-max``,
+``--auto-threshold``); with ``--cache-frozen`` each freeze makes the following epochs cheaper.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import sys
 
 from .cli import default_device, entry_point
 from .evaluation.evaluate import format_result
+from .freezing.auto import format_decisions
 from .freezing.gradnorm import format_grad_norm_summary
 from .freezing.memory import format_plan_memory
 from .freezing.plan import FrozenTensorChanged
@@ -28,8 +31,9 @@ from .training.trainer import Distributed, TrainingDiverged, TrainSummary
 EXIT_DIVERGED = 1
 
 
-def print_summary(summary: TrainSummary) -> None:
-    """The one-screen end of a run: best epoch, its per-class table, time, where the files are."""
+def print_summary(summary: TrainSummary, auto: bool = False) -> None:
+    """The one-screen end of a run: best epoch, its per-class table, gradient norms, (``auto``) when blocks froze,
+    time, where the files are."""
     how = "stopped early (patience)" if summary.stopped_early else "finished"
     print(f"\n{how} after {summary.epochs_run} epochs in {summary.seconds / 60:.1f} min; best epoch "
           f"{summary.best_epoch} (fitness {summary.best_fitness:.4f} = 0.1 mAP50 + 0.9 mAP50-95)")
@@ -37,6 +41,8 @@ def print_summary(summary: TrainSummary) -> None:
         print(format_result(summary.best))
     if summary.grad_norms:
         print(format_grad_norm_summary(summary.grad_norms))
+    if auto:
+        print(format_decisions(summary.freezes))
     if summary.unreadable:
         print(f"{len(summary.unreadable)} training images could not be read and were skipped: "
               f"{', '.join(summary.unreadable[:5])}")
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_DIVERGED
     if dist.main:
-        print_summary(summary)
+        print_summary(summary, auto=trainer.freeze_plan.auto is not None)
     return 0
 
 

@@ -299,7 +299,7 @@ def test_with_unfreeze_each_phase_caches_its_own_prefix_and_training_is_unchange
     per_image = {start: feature_bytes(model, start, (IMGSZ, IMGSZ), "fp32") for start in (22, 4)}
     largest = max(per_image, key=per_image.get)  # the cache holds one phase's outputs at a time
     assert (estimate.start, estimate.phases, estimate.per_image) == (largest, 2, per_image[largest])
-    assert "the largest of 2 --unfreeze phases' caches" in estimate.describe()
+    assert "the largest of the caches of 2 prefixes" in estimate.describe()
     assert len(losses["plain"]) == len(losses["cached"]) == 3 * trainers["plain"].nb
     assert _relative(losses["cached"], losses["plain"]) <= 1e-5
     plain, cached = (read_results(tmp_path / label / "results.csv") for label in ("plain", "cached"))

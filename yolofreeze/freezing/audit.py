@@ -1,9 +1,12 @@
-"""A run's freeze record, ``freeze_audit.json``: the plan's per-block audit and the integrity proof per phase.
+"""A run's freeze record, ``freeze_audit.json``: the plan's per-block audit, the integrity proof per phase and,
+with ``--freeze auto``, the decision timeline.
 
-``integrity.phases`` holds, for each phase of training (one without ``--unfreeze``), its first epoch (1-based), its
-frozen blocks, the SHA-256 of every frozen tensor when it began (:meth:`FreezePlan.digest`) and the epochs after
-which they were checked (:func:`verify_phase`). A resumed run keeps the digests the run recorded, so a change
-before the kill is caught too. The trainer calls these three functions; the file is the only state.
+``integrity.phases`` holds, for each phase of training (one without ``--unfreeze`` or an adaptive freeze), its
+first epoch (1-based), its frozen blocks, the SHA-256 of every frozen tensor when it began
+(:meth:`FreezePlan.digest`) and the epochs after which they were checked (:func:`verify_phase`). ``decisions``
+holds each decision of the adaptive rule (:func:`record_decision`): after which epoch and optimiser step, the
+prefix before and after, the threshold and the evidence per block. A resumed run keeps what the run recorded, so
+a change before the kill is caught too. The trainer calls these functions; the file is the only state.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import json
 from pathlib import Path
 
 from ..model import YOLO
+from .auto import Decision
 from .plan import FreezePlan, verify_digests
 
 
@@ -25,13 +29,23 @@ def _write(path: Path, audit: dict) -> None:
 
 def write_audit(path: Path, schedule: FreezePlan, plan: FreezePlan, model: YOLO, epoch: int) -> None:
     """Write the audit of ``schedule`` (its first phase's blocks, with the later phases) to ``path``, keeping the
-    integrity record already there (a resumed run); a new run's record starts with ``plan``, the phase in force at
-    ``epoch`` (0-based)."""
+    integrity record and decisions already there (a resumed run); a new run's record starts with ``plan``, the
+    phase in force at ``epoch`` (0-based)."""
     audit = schedule.audit(model)
     if path.is_file():
-        audit["integrity"] = json.loads(path.read_text(encoding="utf-8"))["integrity"]
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        audit["integrity"], audit["decisions"] = recorded["integrity"], recorded.get("decisions", [])
     else:
-        audit["integrity"] = {"phases": [_phase_record(plan, model, epoch)]}
+        audit["integrity"], audit["decisions"] = {"phases": [_phase_record(plan, model, epoch)]}, []
+    _write(path, audit)
+
+
+def record_decision(path: Path, decision: Decision, epoch: int, step: int) -> None:
+    """Add the adaptive rule's ``decision`` taken after ``epoch`` (0-based) at optimiser step ``step`` (replacing
+    the record of a decision at or after ``epoch`` that a killed run left)."""
+    audit = json.loads(path.read_text(encoding="utf-8"))
+    kept = [d for d in audit.get("decisions", []) if d["epoch"] <= epoch]
+    audit["decisions"] = kept + [{"epoch": epoch + 1, "step": step, **decision.to_dict()}]
     _write(path, audit)
 
 

@@ -61,10 +61,13 @@ def why_not_cacheable(plan: FreezePlan) -> str | None:
     """Why the frozen prefix's outputs are not fixed under ``plan`` (one sentence), or None when they are.
 
     Cacheable means: in every phase of the plan (``--unfreeze``) the frozen blocks are ``0 … k-1`` (``k >= 1``
-    in at least one phase; a phase with nothing frozen runs without the cache) and their batch-norm in eval mode.
+    in at least one phase, or ``--freeze auto``; a phase with nothing frozen runs without the cache) and their
+    batch-norm in eval mode.
     """
     phases = [(first, plan.at(first)) for first, _ in plan.phases()]
-    if not any(phase.frozen for _, phase in phases):
+    if plan.auto and plan.frozen_bn == "eval":
+        return None  # a prefix in every phase by construction; the cache starts with the first frozen block
+    if not any(phase.frozen for _, phase in phases) and not plan.auto:
         return "nothing is frozen, so there is no frozen prefix to cache"
     for first, phase in phases:
         if phase.frozen != frozenset(range(len(phase.frozen))):
@@ -84,6 +87,12 @@ def require_cacheable(plan: FreezePlan) -> int:
     if reason is not None:
         raise CacheNotApplicable(f"--cache-frozen does not apply: {reason}")
     return len(plan.frozen)
+
+
+def prefixes(plan: FreezePlan) -> set[int]:
+    """The prefix lengths the plan's phases freeze; with ``auto`` every length from the start to the ceiling."""
+    counts = {len(plan.at(first).frozen) for first, _ in plan.phases()}
+    return counts | set(range(len(plan.frozen), plan.auto.ceiling + 1)) if plan.auto else counts
 
 
 def feature_bytes(model: YOLO, start: int, shape: tuple[int, int], dtype: str) -> int:
@@ -139,7 +148,7 @@ class CacheEstimate:
     available: int
     where: str
     processes: int = 1  # processes on this machine that each hold the training images' outputs (RAM, torchrun)
-    phases: int = 1  # with --unfreeze: the phases with a frozen prefix; this estimate is the largest one's
+    phases: int = 1  # prefixes the run may cache (--unfreeze phases, --freeze auto); this estimate is the largest
 
     @property
     def fits(self) -> bool:
@@ -149,8 +158,8 @@ class CacheEstimate:
     @property
     def _notes(self) -> str:
         copies = "" if self.processes == 1 else f" (each of {self.processes} processes holds the training outputs)"
-        return copies + ("" if self.phases == 1 else f" (the largest of {self.phases} --unfreeze phases' caches, "
-                                                     f"held one at a time)")
+        return copies + ("" if self.phases == 1 else f" (the largest of the caches of {self.phases} "
+                                                     f"prefixes, held one at a time)")
 
     def describe(self) -> str:
         """One line for the user."""
@@ -174,7 +183,8 @@ def estimate_cache(model: YOLO, plan: FreezePlan, datasets: Sequence[DetectionDa
     """The size of the frozen-prefix cache of ``datasets`` (each item at its letterbox shape) against the RAM or
     the free disk space of ``directory``; raises when the plan is not cacheable (:class:`CacheNotApplicable`) or
     the cache would not fit (:class:`CacheTooLarge`, needed against available). With ``--unfreeze`` the cache
-    holds one phase's outputs at a time: the estimate is that of the phase whose outputs take the most.
+    holds one phase's outputs at a time: the estimate is that of the phase whose outputs take the most (with
+    ``--freeze auto``, of every prefix the rule may reach).
 
     ``copies``: per dataset, how many processes on this machine hold its entries in RAM (default one each; a
     ``"disk"`` cache is one set of files whatever the count).
@@ -191,7 +201,7 @@ def estimate_cache(model: YOLO, plan: FreezePlan, datasets: Sequence[DetectionDa
         stored = sum(f.stat().st_size for f in Path(directory).rglob("*.pt"))
     imgsz = datasets[0].imgsz if datasets else 0
     estimates = []
-    for start in sorted({len(plan.at(first).frozen) for first, _ in plan.phases()} - {0}):
+    for start in sorted(prefixes(plan) - {0}):
         total = sum(count * feature_bytes(model, start, tuple(int(s) for s in shape), dtype)
                     for dataset, count in zip(datasets, copies) for shape in dataset.shapes)
         estimates.append(CacheEstimate(

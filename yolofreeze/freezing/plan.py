@@ -4,7 +4,9 @@ A :class:`FreezePlan` names the frozen blocks (``model.N``) of a :class:`yolofre
 :meth:`FreezePlan.parse` from what ``--freeze`` accepts: ``N`` freezes blocks ``0 … N-1``; several numbers
 (``0 3 5``) or ranges (``0-3,5``) freeze exactly those blocks; presets name the layer-freezing paper's strategies:
 ``fr1`` (4 blocks), ``fr2`` (9), ``fr3`` (everything but the detection head: 22 on YOLOv8, 23 on YOLOv10),
-``backbone`` (10 on YOLOv8, 11 on YOLOv10; note ``fr2`` leaves SPPF trainable) and ``none``. Frozen means ``requires_grad=False`` *and* left out of the optimiser (no momentum
+``backbone`` (10 on YOLOv8, 11 on YOLOv10; note ``fr2`` leaves SPPF trainable) and ``none``; ``auto`` (or
+``auto:fr1``, from a given prefix) starts there and lets the trainer freeze more as blocks stop learning
+(:mod:`yolofreeze.freezing.auto`; each decision becomes a phase, :meth:`FreezePlan.with_phase`). Frozen means ``requires_grad=False`` *and* left out of the optimiser (no momentum
 buffers, no weight decay). Batch-norm layers inside frozen blocks stay in eval mode while the rest trains, so
 their running statistics stay those of the checkpoint (the current reference's behaviour). The DFL projection
 is always fixed (built without gradients).
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -29,9 +31,11 @@ import torch
 from torch import nn
 
 from ..model import PARTS, YOLO
+from .auto import AutoRule
 
 _BLOCK = re.compile(r"^model\.(\d+)\.")
 PRESETS = ("none", "fr1", "fr2", "fr3", "backbone")
+AUTO = "auto"
 BN_MODES = ("eval", "train")
 REST = "rest"  # the --lr-mult label of blocks no entry names (multiplier 1)
 
@@ -61,13 +65,16 @@ class FreezePlan:
     """Frozen block indices of a model with ``n_blocks`` blocks (the last one, the head, always trains), the
     batch-norm policy of the frozen blocks (``"eval"`` or ``"train"``), learning-rate multipliers per block set
     (``lr_mult``: ``(label, blocks, multiplier)``, from ``--lr-mult``) and the progressive-unfreezing schedule
-    (``unfreeze``: ``(after_epochs, frozen_blocks)``, from ``--unfreeze``; ``frozen`` holds until the first)."""
+    (``unfreeze``: ``(after_epochs, frozen_blocks)``, from ``--unfreeze``; ``frozen`` holds until the first).
+    With ``auto`` (``--freeze auto``) the phases are not known at the start: each decision of the rule appends one
+    (:meth:`with_phase`)."""
 
     frozen: frozenset[int]
     n_blocks: int
     frozen_bn: str = "eval"
     lr_mult: tuple[tuple[str, tuple[int, ...], float], ...] = ()
     unfreeze: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    auto: AutoRule | None = None
 
     def __post_init__(self):
         if self.frozen_bn not in BN_MODES:
@@ -77,14 +84,54 @@ class FreezePlan:
         """Plain lists and numbers (for checkpoints and ``args.yaml``); :meth:`from_dict` reads it back."""
         return {"frozen": sorted(self.frozen), "n_blocks": self.n_blocks, "frozen_bn": self.frozen_bn,
                 "lr_mult": [[label, list(blocks), m] for label, blocks, m in self.lr_mult],
-                "unfreeze": [[epochs, list(blocks)] for epochs, blocks in self.unfreeze]}
+                "unfreeze": [[epochs, list(blocks)] for epochs, blocks in self.unfreeze],
+                "auto": self.auto.to_dict() if self.auto else None}
 
     @classmethod
     def from_dict(cls, data: dict) -> FreezePlan:
-        """The plan :meth:`to_dict` wrote."""
+        """The plan :meth:`to_dict` wrote (a plan recorded before ``auto`` existed has none)."""
         return cls(frozenset(data["frozen"]), data["n_blocks"], data["frozen_bn"],
                    tuple((label, tuple(blocks), float(m)) for label, blocks, m in data["lr_mult"]),
-                   tuple((int(epochs), tuple(blocks)) for epochs, blocks in data["unfreeze"]))
+                   tuple((int(epochs), tuple(blocks)) for epochs, blocks in data["unfreeze"]),
+                   AutoRule.from_dict(data["auto"]) if data.get("auto") else None)
+
+    def with_auto(self, model: YOLO, interval: str = "1", maximum: str = "backbone",
+                  threshold: str = "median") -> FreezePlan:
+        """The plan with the adaptive rule of ``--auto-interval``, ``--auto-max`` (a preset ``fr2``, ``backbone``,
+        ``fr3`` or a block count: the prefix never grows past it) and ``--auto-threshold`` (``median`` or a number).
+
+        Raises ValueError for a malformed value, a ceiling past the head or below the frozen prefix, or a plan
+        whose frozen blocks are not a prefix ``0 … k-1``.
+        """
+        start = len(self.frozen)
+        if self.frozen != frozenset(range(start)):
+            raise ValueError(f"--freeze auto:{self.label}: auto freezes a prefix 0 … k-1; start from a count or a "
+                             f"preset (auto:fr1, auto:4)")
+        word = str(maximum).strip().lower()
+        if word in PRESETS:
+            ceiling = _preset_count(word, model)
+        elif word.isdigit():
+            ceiling = int(word)
+        else:
+            raise ValueError(f"--auto-max {maximum}: a block count or one of fr2, backbone, fr3")
+        head = self.n_blocks - 1
+        if ceiling > head:
+            raise ValueError(f"--auto-max {maximum}: {model.arch}'s blocks are 0-{head} and {head} is the detection "
+                             f"head, which must train: at most {head} (fr3)")
+        if ceiling < start:
+            raise ValueError(f"--auto-max {maximum} ({ceiling} blocks) is below the starting prefix {self.label}")
+        return replace(self, auto=AutoRule.parse(interval, threshold, ceiling))
+
+    def with_phase(self, first_epoch: int, frozen: Iterable[int]) -> FreezePlan:
+        """The plan with one more phase: blocks ``frozen`` from ``first_epoch`` (0-based) on (how an adaptive
+        decision enters the plan).
+
+        Raises ValueError when ``first_epoch`` is not after the last phase's start.
+        """
+        if first_epoch <= self.phases()[-1][0]:
+            raise ValueError(f"a phase from epoch {first_epoch + 1} must start after the last one "
+                             f"(epoch {self.phases()[-1][0] + 1})")
+        return replace(self, unfreeze=self.unfreeze + ((first_epoch, tuple(sorted(frozen))),))
 
     def with_unfreeze(self, spec: str, model: YOLO) -> FreezePlan:
         """The plan with the schedule ``--unfreeze spec``: ``"10:fr1,20:none"`` = after 10 epochs freeze what
@@ -169,11 +216,24 @@ class FreezePlan:
 
     @classmethod
     def build(cls, freeze: str | int | list[str], model: YOLO, frozen_bn: str = "eval", unfreeze: str | None = None,
-              lr_mult: str | None = None, epochs: int | None = None) -> FreezePlan:
-        """The whole plan of a run from its flags: ``--freeze`` (:meth:`parse`), ``--frozen-bn``, ``--unfreeze``
-        (:meth:`with_unfreeze`, checked against ``epochs`` when given) and ``--lr-mult`` (:meth:`with_lr_mult`).
-        The one way a run's plan is made (train.py, the study's dry run)."""
-        plan = cls.parse(freeze, model, frozen_bn)
+              lr_mult: str | None = None, epochs: int | None = None,
+              auto: tuple[str, str, str] = ("1", "backbone", "median")) -> FreezePlan:
+        """The whole plan of a run from its flags: ``--freeze`` (:meth:`parse`; ``auto`` or ``auto:START``), the
+        ``auto`` options (``--auto-interval``, ``--auto-max``, ``--auto-threshold``: :meth:`with_auto`),
+        ``--frozen-bn``, ``--unfreeze`` (:meth:`with_unfreeze`, checked against ``epochs`` when given) and
+        ``--lr-mult`` (:meth:`with_lr_mult`). The one way a run's plan is made (train.py, the study's dry run).
+
+        Raises ValueError for ``auto`` with ``--unfreeze`` (the rule makes the phases), besides the checks of each
+        part."""
+        words = [w for word in ([freeze] if isinstance(freeze, (str, int)) else freeze)
+                 for w in str(word).replace(",", " ").split()]
+        adaptive = len(words) == 1 and (words[0].lower() == AUTO or words[0].lower().startswith(AUTO + ":"))
+        if adaptive and unfreeze:
+            raise ValueError(f"--freeze {words[0]} decides when blocks freeze; leave out --unfreeze {unfreeze}")
+        plan = cls.parse(words[0].partition(":")[2] or "0", model, frozen_bn) if adaptive else cls.parse(
+            freeze, model, frozen_bn)
+        if adaptive:
+            plan = plan.with_auto(model, *auto)
         if unfreeze:
             plan = plan.with_unfreeze(unfreeze, model)
             if epochs is not None:
@@ -204,6 +264,9 @@ class FreezePlan:
         words = [spec] if isinstance(spec, (str, int)) else list(spec)
         words = [w for word in words for w in str(word).replace(",", " ").split()]
         n_blocks = len(model.blocks)
+        if any(w.lower().startswith(AUTO) for w in words):
+            raise ValueError(f"{flag} {' '.join(words)}: auto is a whole plan (--freeze auto or auto:fr1), not a "
+                             f"phase")
         if len(words) == 1 and words[0].isdigit():
             return cls.prefix(int(words[0]), model, flag).with_frozen_bn(frozen_bn)
         if len(words) == 1 and words[0].lower() in PRESETS:
@@ -274,7 +337,8 @@ class FreezePlan:
         "totals", "unfreeze", "lr_mult"}``; a row is ``{index, module, part, params, state ("frozen"/"trainable"),
         bn, lr_mult}`` where ``bn`` is the batch-norm mode during training (``"eval"``, ``"train"``, or ``"-"``
         for a block without any). ``unfreeze`` lists the later phases ``{"after_epochs", "frozen_blocks"}``,
-        ``lr_mult`` the ``--lr-mult`` groups ``{"label", "blocks", "multiplier"}``."""
+        ``lr_mult`` the ``--lr-mult`` groups ``{"label", "blocks", "multiplier"}``, ``auto`` the adaptive rule
+        (:meth:`AutoRule.to_dict`) or None."""
         rows = []
         for info in model.blocks:
             block = model.model[info.index]
@@ -292,7 +356,8 @@ class FreezePlan:
                                            "trainable_params": total - frozen_params,
                                            "frozen_percent": round(100 * frozen_params / total, 2)},
                 "unfreeze": [{"after_epochs": e, "frozen_blocks": list(b)} for e, b in self.unfreeze],
-                "lr_mult": [{"label": label, "blocks": list(b), "multiplier": m} for label, b, m in self.lr_mult]}
+                "lr_mult": [{"label": label, "blocks": list(b), "multiplier": m} for label, b, m in self.lr_mult],
+                "auto": self.auto.to_dict() if self.auto else None}
 
 
 class FrozenTensorChanged(RuntimeError):
@@ -319,6 +384,8 @@ def format_audit(audit: dict) -> str:
     lines.append(f"{audit['arch']}: {t['frozen_params']:,} of {t['params']:,} parameters frozen "
                  f"({t['frozen_percent']:.2f}%), {t['trainable_params']:,} train; frozen batch-norm: "
                  f"{audit['frozen_bn']}")
+    if audit.get("auto"):
+        lines.append(AutoRule.from_dict(audit["auto"]).describe())
     for phase in audit.get("unfreeze", []):
         lines.append(f"after epoch {phase['after_epochs']}: frozen blocks become "
                      f"{_label(phase['frozen_blocks'])} (newly trainable parameters start with fresh optimiser state)")

@@ -21,9 +21,10 @@ REFERENCE_COLUMNS = (
 )
 # Ours, after them: wall time of the epoch; peak memory in MiB (the process's resident set on any device; CUDA
 # allocated and reserved, reset each epoch, NaN without CUDA); the mean over the epoch's optimiser steps of the
-# gradient L2 norm of the whole model and of each part (NaN with --grad-norms off).
+# gradient L2 norm of the whole model and of each part (NaN with --grad-norms off); how many blocks were frozen
+# during the epoch (it changes with --unfreeze and --freeze auto).
 EXTRA_COLUMNS = ("epoch_seconds", "memory/peak_rss_mb", "memory/cuda_allocated_mb", "memory/cuda_reserved_mb",
-                 "grad_norm/total", "grad_norm/backbone", "grad_norm/neck", "grad_norm/head")
+                 "grad_norm/total", "grad_norm/backbone", "grad_norm/neck", "grad_norm/head", "frozen_blocks")
 RESULTS_COLUMNS = REFERENCE_COLUMNS + EXTRA_COLUMNS
 
 

@@ -45,6 +45,9 @@ class RunSettings:
     frozen_bn: str = "eval"
     unfreeze: str | None = None
     lr_mult: str | None = None
+    auto_interval: str = "1"
+    auto_max: str = "backbone"
+    auto_threshold: str = "median"
     grad_norms: bool = True
     epochs: int | None = None
     patience: int | None = None
@@ -76,7 +79,7 @@ class RunSettings:
     def plan(self, model: YOLO) -> FreezePlan:
         """The run's whole freeze plan on ``model`` (:meth:`FreezePlan.build`)."""
         return FreezePlan.build(list(self.freeze), model, self.frozen_bn, self.unfreeze, self.lr_mult,
-                                self.config().epochs)
+                                self.config().epochs, (self.auto_interval, self.auto_max, self.auto_threshold))
 
     def to_dict(self) -> dict:
         """Plain values (``args.yaml``, checkpoints)."""
@@ -108,7 +111,8 @@ def train_parser(prog: str = "train.py", description: str | None = None) -> argp
     parser.add_argument("--data", default="demo", help="data.yaml, dataset folder, or insplad/coco8/coco/demo")
     parser.add_argument("--freeze", nargs="+", default=["0"], metavar="BLOCKS",
                         help="N freezes blocks 0..N-1; or block numbers/ranges (0 3 5, 0-3,5); or a preset: fr1 (4 "
-                             "blocks), fr2 (9), fr3 (all but the head), backbone, none")
+                             "blocks), fr2 (9), fr3 (all but the head), backbone, none; or auto (auto:fr1, auto:4: "
+                             "from that prefix): freeze leading blocks as their gradients stop changing")
     parser.add_argument("--frozen-bn", choices=BN_MODES, default="eval",
                         help="batch-norm of frozen blocks: eval (statistics fixed, the current reference) or train "
                              "(statistics keep updating, older releases / YOLOv10 authors)")
@@ -118,6 +122,14 @@ def train_parser(prog: str = "train.py", description: str | None = None) -> argp
     parser.add_argument("--lr-mult", metavar="PART=X,...", default=None,
                         help="learning-rate multiplier per part or block range, e.g. backbone=0.1,neck=0.5,head=1 "
                              "or 0-9=0.1 (unnamed blocks: 1)")
+    parser.add_argument("--auto-interval", default="1", metavar="N|Ns",
+                        help="--freeze auto: decide every N epochs, or every N optimiser steps with Ns (20s); "
+                             "decisions take effect from the next epoch")
+    parser.add_argument("--auto-max", default="backbone", metavar="PRESET|N",
+                        help="--freeze auto: never freeze past fr2, backbone, fr3 or N blocks")
+    parser.add_argument("--auto-threshold", default="median", metavar="median|X",
+                        help="--freeze auto: a block freezes when its gradient's relative change between intervals is "
+                             "below the median of the trainable blocks' (AutoFreeze) or below X")
     parser.add_argument("--grad-norms", choices=("on", "off"), default="on",
                         help="log per-step gradient L2 norms per block/part/total to grad_norms.csv")
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default {RECIPE_DEFAULTS['epochs']}; demo "
@@ -165,6 +177,11 @@ def parse_train_args(argv: Sequence[str] | None, parser: argparse.ArgumentParser
         parser.error(f"--lr0 {args.lr0} must be positive")
     if args.cache_dtype and not args.cache_frozen:
         parser.error(f"--cache-dtype {args.cache_dtype} applies with --cache-frozen ram or disk")
+    adaptive = len(args.freeze) == 1 and args.freeze[0].lower().startswith("auto")
+    given = [flag for flag in ("--auto-interval", "--auto-max", "--auto-threshold")
+             if getattr(args, flag[2:].replace("-", "_")) != parser.get_default(flag[2:].replace("-", "_"))]
+    if given and not adaptive:
+        parser.error(f"{given[0]} applies with --freeze auto")
     flags = {k: v for k, v in vars(args).items() if k not in ("resume", "no_amp", "grad_norms", "freeze",
                                                               "cache_dtype")}
     settings = RunSettings(**flags, freeze=tuple(args.freeze), grad_norms=args.grad_norms == "on",
@@ -210,7 +227,7 @@ def new_trainer(settings: RunSettings, dist: Distributed, say: Say = lambda _: N
     if settings.cache_frozen:  # refuse before the run folder exists; the trainer's own estimate is printed
         estimate_run_cache(model, plan, info.splits, cfg.imgsz, cfg.val_batch, settings.cache_frozen,
                            settings.cache_dtype, settings.project)
-    name = settings.name or f"{info.root.name}-{model.arch}-freeze{'_'.join(settings.freeze)}"
+    name = settings.name or f"{info.root.name}-{model.arch}-freeze{'_'.join(settings.freeze).replace(':', '-')}"
     run_dir = dist.broadcast(new_run_dir(settings.project, name) if dist.main else None)
     device_name = settings.device or default_device()
     record = {**settings.to_dict(), "device": device_name, "arch": model.arch, "start": origin,

@@ -26,7 +26,7 @@ import random
 import resource
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -41,7 +41,8 @@ from tqdm import tqdm
 
 from ..data import Batch, DatasetInfo, build_dataloader, collate
 from ..evaluation.evaluate import EvalResult, evaluate
-from ..freezing.audit import record_phase, verify_phase, write_audit
+from ..freezing.audit import record_decision, record_phase, verify_phase, write_audit
+from ..freezing.auto import GradientIntervals, decide_freeze
 from ..freezing.cache import (FEATURE_CACHE_DIR, CacheEstimate, FeatureBatch, FeatureCache, estimate_run_cache,
                               phase_caches, split_datasets)
 from ..freezing.gradnorm import GradNormMonitor, summarize_grad_norms
@@ -51,7 +52,8 @@ from ..model import YOLO
 from ..plots import plot_grad_norms, plot_results
 from ..weights.checkpoints import atomic_torch_save, checkpoint_dict
 from .loss import build_loss
-from .optim import GROUPS, ModelEMA, TrainConfig, apply_schedule, build_optimizer, optimizer_step, regroup, step_due
+from .optim import (GROUPS, ModelEMA, TrainConfig, apply_schedule, build_optimizer, optimizer_step, regroup, step_due,
+                    warmup_iterations)
 from .runs import append_results, keep_epochs, results_columns, write_args
 
 LOGGER = logging.getLogger(__name__)
@@ -120,13 +122,14 @@ class TrainSummary:
     seconds: float
     unreadable: list[str]
     grad_norms: dict[str, dict[str, float]] = field(default_factory=dict)  # summarize_grad_norms of the run
+    freezes: list[dict] = field(default_factory=list)  # --freeze auto: the decisions that froze blocks
 
     def to_dict(self) -> dict:
         """Plain values (``summary.json``; its presence marks a finished run)."""
         return {"run_dir": str(self.run_dir), "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
                 "best_fitness": self.best_fitness, "best": self.best.to_dict() if self.best else None,
                 "stopped_early": self.stopped_early, "seconds": self.seconds, "unreadable": self.unreadable,
-                "grad_norms": self.grad_norms}
+                "grad_norms": self.grad_norms, "freezes": self.freezes}
 
 
 def seed_everything(seed: int) -> None:
@@ -163,7 +166,8 @@ class Trainer:
         cfg: the recipe (epochs, batch, image size, SGD hyper-parameters, loss gains).
         run_dir: the run's folder (``runs/train/<name>``), created beforehand.
         plan: which blocks are frozen, with its batch-norm policy, learning-rate multipliers and unfreezing
-            schedule (default: none frozen).
+            schedule (default: none frozen); with an adaptive rule (``--freeze auto``) the trainer feeds it the
+            gradients and each decision becomes a phase from the next epoch (:meth:`decide`).
         device: where to train; under ``torchrun`` on CUDA each process uses its local rank's GPU.
         workers: data-loader worker processes per training process.
         cache_images: keep the decoded, resized training images in RAM (``--cache``; not the frozen-prefix cache).
@@ -227,6 +231,8 @@ class Trainer:
                                                      self.cfg.val_batch, cache_frozen, cache_dtype, self.run_dir)
         self.feature_caches = self._feature_caches()
         self.grad_norms = GradNormMonitor(self.model) if grad_norms and self.dist.main else None
+        rule = self.freeze_plan.auto  # adaptive freezing: rank 0 sums the gradients and decides, all apply
+        self.intervals = GradientIntervals(self.model, rule) if rule and self.dist.main else None
         self.network = self._wrap()
 
     # -- files of the run folder --------------------------------------------------------------------------------
@@ -256,8 +262,8 @@ class Trainer:
     def fit(self) -> TrainSummary:
         """Train from ``start_epoch`` to ``cfg.epochs`` (or early stop); return the run's summary.
 
-        Each epoch: enter its freeze phase → train → check the frozen tensors → validate → ``results.csv`` row →
-        checkpoints → early stop? Only rank 0 validates and writes files.
+        Each epoch: enter its freeze phase → train → (``--freeze auto``) decide the next phase → check the frozen
+        tensors → validate → ``results.csv`` row → checkpoints → early stop? Only rank 0 validates and writes files.
 
         Raises:
             TrainingDiverged: the loss became NaN or infinite (message names the epoch and batch).
@@ -274,6 +280,7 @@ class Trainer:
                 record_phase(self.audit_path, self.plan, self.model, epoch)
                 LOGGER.info("epoch %d: %s", epoch + 1, self.plan.describe(self.model))
             row = self.train_epoch(epoch)
+            self.decide(epoch)
             stop = False
             if self.dist.main:
                 verify_phase(self.audit_path, self.plan, self.model, epoch)
@@ -311,9 +318,8 @@ class Trainer:
                 continue
             parts = self.train_step(batch, epoch, i)
             if step_due(iteration, self.last_step, accumulate):
-                record = self.grad_norms and partial(self.grad_norms.record, step=self.ema.updates + 1,
-                                                     epoch=epoch + 1)
-                optimizer_step(self.model, self.optimizer, self.ema, self.scaler if self.amp else None, record)
+                optimizer_step(self.model, self.optimizer, self.ema, self.scaler if self.amp else None,
+                               self.gradient_observer(epoch, iteration))
                 self.last_step = iteration
             sums += torch.stack([parts[name].float().cpu() for name in ("box", "cls", "dfl")])
             batches += 1
@@ -324,10 +330,47 @@ class Trainer:
         means = (sums / max(batches, 1)).tolist()
         row = {"epoch": epoch + 1, "train/box_loss": means[0], "train/cls_loss": means[1],
                "train/dfl_loss": means[2], "epoch_seconds": time.perf_counter() - started,
-               **peak_memory_mb(self.device), **self.learning_rates()}
+               **peak_memory_mb(self.device), "frozen_blocks": len(self.plan.frozen), **self.learning_rates()}
         if self.grad_norms:
             row.update(self.grad_norms.epoch_means())
         return row
+
+    def gradient_observer(self, epoch: int, iteration: int) -> Callable | None:
+        """What sees the gradients of the optimiser step at ``iteration`` (:func:`optimizer_step`'s ``on_norms``):
+        the gradient-norm monitor and the adaptive rule's interval sums (rank 0), or None."""
+        observers = []
+        if self.grad_norms:
+            observers.append(partial(self.grad_norms.record, step=self.ema.updates + 1, epoch=epoch + 1))
+        if self.intervals:
+            warming = iteration < warmup_iterations(self.cfg, self.nb)
+            observers.append(lambda params, norms, total: self.intervals.add(params, iteration - self.last_step,
+                                                                              warming, epoch + 1))
+        if not observers:
+            return None
+        return lambda params, norms, total: [observe(params, norms, total) for observe in observers]
+
+    def decide(self, epoch: int) -> None:
+        """With ``--freeze auto``, after ``epoch`` (0-based; not the last): when an interval closed, rank 0 asks the
+        rule (:func:`decide_freeze`) and every process gets its decision; it goes into ``freeze_audit.json``, and a
+        larger prefix becomes the plan's phase from the next epoch (measured into ``memory.json``)."""
+        rule = self.freeze_plan.auto
+        if rule is None or epoch + 1 >= self.cfg.epochs:
+            return
+        decision = None
+        if self.intervals is not None and self.intervals.end_epoch(epoch + 1):
+            decision = decide_freeze(self.intervals.history, len(self.plan.frozen), rule)
+        decision = self.dist.broadcast(decision)
+        if decision is None:
+            return
+        if self.dist.main:
+            record_decision(self.audit_path, decision, epoch, self.ema.updates)
+            LOGGER.info("epoch %d, auto: %s%s", epoch + 1, decision.reason,
+                        f"; blocks 0-{decision.prefix_after - 1} are frozen from epoch {epoch + 2}"
+                        if decision.changed else "")
+        if decision.changed:
+            self.freeze_plan = self.freeze_plan.with_phase(epoch + 1, range(decision.prefix_after))
+            if self.dist.main:
+                self.profile_memory()
 
     def train_step(self, batch: Batch | FeatureBatch, epoch: int, index: int) -> dict[str, torch.Tensor]:
         """Forward and backward of one batch (gradients accumulate until the next optimiser step): from the images,
@@ -393,8 +436,10 @@ class Trainer:
         ``summary.json`` (the finished marker) and return the summary."""
         for cache in self.feature_caches.values():
             cache.clear()
-        grad_summary = {}
+        grad_summary, freezes = {}, []
         if self.dist.main:
+            audit = json.loads(self.audit_path.read_text(encoding="utf-8"))
+            freezes = [d for d in audit.get("decisions", []) if d["prefix_after"] > d["prefix_before"]]
             if self.cache_mode:
                 shutil.rmtree(self.run_dir / FEATURE_CACHE_DIR, ignore_errors=True)
             if (self.run_dir / "results.csv").is_file():
@@ -403,7 +448,7 @@ class Trainer:
                 plot_grad_norms(self.grad_norms_path, self.run_dir / "grad_norms.png")
                 grad_summary = summarize_grad_norms(self.grad_norms_path)
         summary = TrainSummary(self.run_dir, epoch + 1, self.best_epoch, self.best_fitness, self.best_result,
-                               stopped_early, seconds, sorted(self.unreadable), grad_summary)
+                               stopped_early, seconds, sorted(self.unreadable), grad_summary, freezes)
         if self.dist.main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1), encoding="utf-8")
         return summary
@@ -489,6 +534,8 @@ class Trainer:
             return tensor.detach().cpu().clone()
         pending = {name: cpu(p.grad) for name, p in self.model.named_parameters() if p.grad is not None}
         return {"epoch": epoch + 1, "config": self.cfg.to_dict(), "settings": self.settings,
+                "freeze_plan": self.freeze_plan.to_dict(),
+                "auto": self.intervals.state_dict() if self.intervals else None,
                 "model": {k: cpu(v) for k, v in self.model.state_dict().items()},
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "pending_gradients": pending, "ema_updates": self.ema.updates, "last_step": self.last_step,
@@ -523,6 +570,10 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.ema.module.load_state_dict(ckpt["state_dict"])
         self.ema.updates = state["ema_updates"]
+        if "freeze_plan" in state:  # with the phases that adaptive decisions added
+            self.freeze_plan = FreezePlan.from_dict(state["freeze_plan"])
+        if self.intervals is not None and state.get("auto"):
+            self.intervals.load_state_dict(state["auto"], self.device)
         self.enter_phase(state["epoch"] - 1)  # the optimiser's layout when last.pt was written; fit enters the next
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
