@@ -103,7 +103,8 @@ def plot_grad_norms(csv_path: str | Path, out_path: str | Path | None = None) ->
 
 def plot_study(rows: list[dict], out_path: str | Path, title: str) -> Path:
     """One dataset and model of a study, one colour per strategy: mAP@50 against peak memory, the total gradient
-    norm per optimiser step, and mAP@50 per epoch.
+    norm per optimiser step, and mAP@50 per epoch; an adaptive run's freezes as dotted lines in its colour (on the
+    step it was decided, and between the epoch it was decided after and the first frozen one).
 
     Args:
         rows: :func:`yolofreeze.study.report.collect_row` rows (``strategy``, ``map50``, ``peak_memory_mb``,
@@ -130,6 +131,11 @@ def plot_study(rows: list[dict], out_path: str | Path, title: str) -> Path:
         if series["epochs"]:
             curves.plot(series["epochs"], series["map50"], color=colour, marker="o", markersize=3,
                         label=row["strategy"])
+        for step, epoch in zip(series.get("freeze_steps", []), series.get("freeze_epochs", []), strict=True):
+            norms.axvline(step, color=colour, linestyle=":", linewidth=1.5)
+            curves.axvline(epoch - 0.5, color=colour, linestyle=":", linewidth=1.5)
+            curves.annotate(f"{row['strategy']} freezes", (epoch - 0.5, 0.02), xycoords=("data", "axes fraction"),
+                            rotation=90, fontsize=8, color=colour, xytext=(3, 0), textcoords="offset points")
     trade_off.set(title="accuracy against memory (best epoch)", xlabel=f"peak memory, MiB ({source})",
                   ylabel="mAP@50 (pycocotools)")
     norms.set(title="total gradient L2 norm per step (before clipping)", xlabel="optimiser step",

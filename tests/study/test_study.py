@@ -162,6 +162,8 @@ def test_study_demo_uses_the_generated_target_and_the_cached_source(tmp_path, mo
     source = cache_dir() / "source-yolov8n-v2.pt"  # as if pretrained earlier: no pretraining run now
     save_checkpoint(random_model("yolov8n", names=list(DEMO_NAMES)), source)
     args, passthrough = prepare_demo(*parse_args(["--demo", "--strategies", "none,fr2", "--imgsz", "128"]), print)
+    assert args.strategies == "none,fr2"  # given strategies win; by default the demo runs auto too
+    assert prepare_demo(*parse_args(["--demo"]))[0].strategies.split(",")[-1] == "auto"
     assert args.weights == str(source) and "cached" in capsys.readouterr().out
     assert args.epochs == DEMO_EPOCHS and args.patience == 0 and args.name == "demo"
     assert passthrough == ["--imgsz", "128", "--batch", "8"]  # the given --imgsz wins
@@ -220,3 +222,46 @@ def test_an_installed_package_without_the_checkout_runs_a_tiny_study(tiny, tmp_p
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     study = work / "runs" / "study" / "s"
     assert (study / "study.csv").is_file() and (study / "tiny-yolov8n-fr2" / "summary.json").is_file()
+
+
+def test_auto_is_a_strategy_and_only_its_run_gets_the_auto_flags():
+    runs = plan_study(["yolov8n"], ["insplad"], ["none", "fr2", "auto"], {"yolov8n": "pre.pt"})
+    common = ["--auto-threshold", "0.3", "--auto-max=fr2", "--cache-frozen", "ram", "--imgsz", "320"]
+    args = {run.strategy: run.train_args(Path("s"), common) for run in runs}
+    assert args["auto"][args["auto"].index("--freeze") + 1] == "auto"
+    assert "--auto-threshold" in args["auto"] and "--auto-max=fr2" in args["auto"] and "ram" in args["auto"]
+    for strategy in ("none", "fr2"):
+        assert not any(token.startswith("--auto") for token in args[strategy]), strategy
+        assert "0.3" not in args[strategy] and "320" in args[strategy]
+
+
+def test_the_report_says_which_prefix_auto_ended_with_and_when(tmp_path):
+    """A run folder as an auto run leaves it (audit with two freezes, results, norms): the row, study.md and the
+    plot's freeze markers."""
+    import json
+
+    from yolofreeze.plots import plot_study
+    from yolofreeze.study.report import collect_row, format_markdown
+
+    model = build_model("yolov8n", nc=3)
+    plan = FreezePlan.build("auto", model)
+    audit = {**plan.audit(model), "integrity": {"phases": [
+        {"first_epoch": 1, "frozen_blocks": [], "digests": {}, "verified_after_epochs": [1, 2, 3]},
+        {"first_epoch": 4, "frozen_blocks": [0, 1, 2, 3], "digests": {}, "verified_after_epochs": [4]},
+        {"first_epoch": 5, "frozen_blocks": list(range(9)), "digests": {}, "verified_after_epochs": [5, 6]}]},
+        "decisions": [{"epoch": 2, "step": 8, "prefix_before": 0, "prefix_after": 0},
+                      {"epoch": 3, "step": 12, "prefix_before": 0, "prefix_after": 4},
+                      {"epoch": 4, "step": 16, "prefix_before": 4, "prefix_after": 9}]}
+    run_dir = tmp_path / "d-yolov8n-auto"
+    run_dir.mkdir()
+    (run_dir / "freeze_audit.json").write_text(json.dumps(audit))
+    row = collect_row("d", "yolov8n", "auto", run_dir)
+    assert row["frozen_blocks"] == "auto → 0-8" and row["freezes"] == "0-3@4 0-8@5"
+    frozen_params = sum(b["params"] for b in audit["blocks"] if b["index"] < 9)
+    assert row["trainable_params"] == audit["totals"]["params"] - frozen_params
+    assert row["series"]["freeze_epochs"] == [4, 5] and row["series"]["freeze_steps"] == [12, 16]
+    assert "| auto | auto → 0-8 (0-3@4 0-8@5) |" in format_markdown([row], tmp_path)
+    row["series"].update(epochs=[1, 2, 3, 4, 5, 6], map50=[0.1, 0.2, 0.3, 0.4, 0.5, 0.5],
+                         grad_steps=list(range(1, 25)), grad_total=[1.0] * 24)
+    png = plot_study([row], tmp_path / "study.png", "d · yolov8n")
+    assert png.stat().st_size > 10_000

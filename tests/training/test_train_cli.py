@@ -63,7 +63,8 @@ def test_results_csv_has_the_reference_columns_then_ours(demo_run):
         "epoch", "train/box_loss", "train/cls_loss", "train/dfl_loss", "metrics/precision(B)", "metrics/recall(B)",
         "metrics/mAP50(B)", "metrics/mAP50-95(B)", "val/box_loss", "val/cls_loss", "val/dfl_loss", "lr/pg0",
         "lr/pg1", "lr/pg2", "epoch_seconds", "memory/peak_rss_mb", "memory/cuda_allocated_mb",
-        "memory/cuda_reserved_mb", "grad_norm/total", "grad_norm/backbone", "grad_norm/neck", "grad_norm/head"]
+        "memory/cuda_reserved_mb", "grad_norm/total", "grad_norm/backbone", "grad_norm/neck", "grad_norm/head",
+        "frozen_blocks"]
     assert list(RESULTS_COLUMNS) == header
     results = read_results(run / "results.csv")
     assert results["epoch"] == [1.0, 2.0]

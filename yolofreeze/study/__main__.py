@@ -5,8 +5,9 @@
 
 Strategies are the paper's: ``scratch`` (random initialisation, nothing frozen), ``none`` (fine-tune everything
 from the pretrained weights), ``fr1`` / ``fr2`` / ``fr3`` / ``backbone`` (``--freeze`` presets) — or any other
-``--freeze`` value (``fr2`` and ``9`` are the same plan). Every other flag is passed to each training run unchanged
-(``--imgsz``, ``--batch``, ``--frozen-bn``, ``--lr-mult``, ``--unfreeze``, …). How the runs go: :mod:`.runner`.
+``--freeze`` value (``fr2`` and ``9`` are the same plan), and ``auto`` (adaptive freezing; the ``--auto-*`` flags go
+to it alone). Every other flag is passed to each training run unchanged (``--imgsz``, ``--batch``, ``--frozen-bn``,
+``--lr-mult``, ``--unfreeze``, …). How the runs go: :mod:`.runner`.
 """
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = ArgumentParser("python -m yolofreeze.study", __doc__)
     parser.add_argument("--models", default=None, help="comma-separated architectures (default yolov8n)")
     parser.add_argument("--data", default=None, help="comma-separated datasets (names, data.yaml, folders)")
-    parser.add_argument("--strategies", default=",".join(STRATEGIES),
-                        help="comma-separated: scratch, none, fr1, fr2, fr3, backbone, or --freeze values")
+    parser.add_argument("--strategies", default=None,
+                        help=f"comma-separated: scratch, none, fr1, fr2, fr3, backbone, auto, or --freeze values "
+                             f"(default {','.join(STRATEGIES)}; --demo adds auto)")
     parser.add_argument("--weights", default=None,
                         help="pretrained start per model: MODEL=PATH,… or one path for a single model (default: "
                              "the official COCO weights of each model)")
@@ -113,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         args, passthrough = prepare_demo(args, passthrough, say)
     models, datasets = (args.models or "yolov8n").split(","), args.data.split(",")
-    runs = plan_study(models, datasets, args.strategies.split(","), weights_table(args.weights, models))
+    strategies = (args.strategies or ",".join(STRATEGIES)).split(",")
+    runs = plan_study(models, datasets, strategies, weights_table(args.weights, models))
     common = common_args(args, passthrough)
     parse_train_args(common)  # refuse a flag train.py would refuse before any run starts (one line, exit 2)
     resolved = {dataset: resolve_dataset(dataset) for dataset in datasets}  # a missing one stops the study here

@@ -7,7 +7,7 @@ A real transfer-learning experiment with nothing to download (minutes on a CPU: 
    weights are kept as ``<datasets cache>/study-demo/source-yolov8n-v<N>.pt``.
 2. **Target domain**: the ``field`` domain (:data:`yolofreeze.data.demo.FIELD`: rings, crosses and diamonds in
    other colours on a vegetation ground), generated deterministically into ``<datasets cache>/demo-field``.
-3. **The study**: ``scratch, none, fr1, fr2, fr3`` on the target, starting from the source weights (scratch:
+3. **The study**: ``scratch, none, fr1, fr2, fr3, auto`` on the target, starting from the source weights (scratch:
    random), with the reference recipe at 160 px, batch 8, :data:`DEMO_EPOCHS` epochs, no early stopping.
 
 Flags given on the command line win over these settings (``--epochs``, ``--strategies``, ``--imgsz`` …).
@@ -24,10 +24,11 @@ from pathlib import Path
 
 from ..data.demo import DEMO_VERSION, FIELD, demo_root, ensure_demo_dataset
 from ..training.setup import TRAIN_MODULE
-from .runner import flag_given
+from .runner import STRATEGIES, flag_given
 
 DEMO_MODEL = "yolov8n"
 DEMO_EPOCHS = 8
+DEMO_STRATEGIES = (*STRATEGIES, "auto")
 DEMO_TRAINER_FLAGS = {"--imgsz": "160", "--batch": "8", "--patience": "0"}
 
 
@@ -71,6 +72,7 @@ def prepare_demo(args: argparse.Namespace, passthrough: list[str], say: Callable
         raise ValueError(f"--demo pretrains {DEMO_MODEL} only; leave out --models")
     args.weights = args.weights or str(source_checkpoint(say))
     args.epochs = args.epochs or DEMO_EPOCHS
+    args.strategies = args.strategies or ",".join(DEMO_STRATEGIES)
     args.name = args.name or "demo"
     if args.patience is None:
         args.patience = int(DEMO_TRAINER_FLAGS["--patience"])

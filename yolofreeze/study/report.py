@@ -10,7 +10,9 @@ What a row holds and where it comes from (each run folder is what ``train.py`` w
 - ``memory.json``: on CPU the peak memory is the step breakdown's estimate (parameters + gradients + optimiser
   state + saved activations; with ``--unfreeze`` of the phase that takes the most), on CUDA the measured peak
   reserved memory of training;
-- ``freeze_audit.json``: frozen blocks and trainable parameters;
+- ``freeze_audit.json``: frozen blocks and trainable parameters (at the end of training: with ``auto`` the
+  prefix it ended with, and when each block froze: ``freezes``, e.g. ``0-3@6 0-8@7`` = blocks 0-3 frozen from
+  epoch 6, 0-8 from epoch 7);
 - ``grad_norms.csv``: the total gradient norm per step: mean, coefficient of variation, early mean, curves.
 
 Failure signatures (:func:`diagnose`), after the layer-freezing paper:
@@ -46,7 +48,7 @@ FORGETTING_GAP = 0.02
 FINE_TUNE = "none"
 CSV_COLUMNS = ("dataset", "model", "strategy", "status", "frozen_blocks", "trainable_params", "map50", "map50_95",
                "peak_memory_mb", "memory_source", "memory_saving_pct", "epochs_run", "best_epoch", "epoch_seconds",
-               "train_minutes", "grad_norm_mean", "grad_norm_cv", "flags")
+               "train_minutes", "grad_norm_mean", "grad_norm_cv", "flags", "freezes")
 
 
 @dataclass
@@ -71,14 +73,21 @@ def collect_row(dataset: str, model: str, strategy: str, run_dir: Path) -> dict:
            "frozen_blocks": "", "trainable_params": math.nan, "map50": math.nan, "map50_95": math.nan,
            "peak_memory_mb": math.nan, "memory_source": "", "memory_saving_pct": math.nan,
            "epochs_run": math.nan, "best_epoch": math.nan, "epoch_seconds": math.nan, "train_minutes": math.nan,
-           "grad_norm_mean": math.nan, "grad_norm_cv": math.nan, "flags": "", "ap50": {},
-           "series": {"epochs": [], "map50": [], "train_loss": [], "grad_steps": [], "grad_total": []}}
+           "grad_norm_mean": math.nan, "grad_norm_cv": math.nan, "flags": "", "freezes": "", "ap50": {},
+           "series": {"epochs": [], "map50": [], "train_loss": [], "grad_steps": [], "grad_total": [],
+                      "freeze_epochs": [], "freeze_steps": []}}
     audit = _read_json(run_dir / "freeze_audit.json")
     if audit:
-        blocks = audit["frozen_blocks"]
-        row["frozen_blocks"] = f"{blocks[0]}-{blocks[-1]}" if blocks and blocks == list(
-            range(blocks[0], blocks[-1] + 1)) else (",".join(map(str, blocks)) or "none")
-        row["trainable_params"] = audit["totals"]["trainable_params"]
+        phases = audit.get("integrity", {}).get("phases")
+        blocks = phases[-1]["frozen_blocks"] if phases else audit["frozen_blocks"]  # at the end of training
+        row["frozen_blocks"] = _blocks_label(blocks)
+        row["trainable_params"] = sum(b["params"] for b in audit["blocks"] if b["index"] not in blocks)
+        freezes = [d for d in audit.get("decisions", []) if d["prefix_after"] > d["prefix_before"]]
+        if audit.get("auto"):
+            row["frozen_blocks"] = f"auto → {row['frozen_blocks']}"
+            row["freezes"] = " ".join(f"0-{d['prefix_after'] - 1}@{d['epoch'] + 1}" for d in freezes) or "none"
+        row["series"].update(freeze_epochs=[d["epoch"] + 1 for d in freezes],
+                             freeze_steps=[d["step"] for d in freezes])
     if summary and summary["best"]:
         best = summary["best"]
         row.update(map50=best["map50"], map50_95=best["map50_95"], best_epoch=summary["best_epoch"],
@@ -108,6 +117,13 @@ def collect_row(dataset: str, model: str, strategy: str, run_dir: Path) -> dict:
             row.update(grad_norm_mean=mean, grad_norm_cv=float(np.std(values)) / mean if mean > 0 else math.nan)
             row["series"].update(grad_steps=list(steps), grad_total=list(values))
     return row
+
+
+def _blocks_label(blocks: list[int]) -> str:
+    """``"0-8"``, ``"0,3,5"`` or ``"none"``."""
+    if blocks and blocks == list(range(blocks[0], blocks[-1] + 1)):
+        return f"{blocks[0]}-{blocks[-1]}" if len(blocks) > 1 else str(blocks[0])
+    return ",".join(map(str, blocks)) or "none"
 
 
 def add_savings(rows: list[dict]) -> None:
@@ -172,7 +188,9 @@ def format_markdown(rows: list[dict], study_dir: Path) -> str:
              "mAP from pycocotools on the val split at the best epoch (fitness 0.1 mAP50 + 0.9 mAP50-95). Peak "
              "memory: CUDA peak reserved over training on a GPU, else the measured step breakdown (parameters + "
              "gradients + optimiser state + saved activations). Saving: less peak memory than fine-tuning (none). "
-             "Gradient norm: total L2 norm per optimiser step before clipping, mean and coefficient of variation.",
+             "Gradient norm: total L2 norm per optimiser step before clipping, mean and coefficient of variation. "
+             "Frozen blocks and trainable parameters at the end of training; auto: the prefix it ended with, and "
+             "when each prefix froze (0-3@6: blocks 0-3 frozen from epoch 6).",
              ""]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         for model in dict.fromkeys(r["model"] for r in rows if r["dataset"] == dataset):
@@ -185,7 +203,8 @@ def format_markdown(rows: list[dict], study_dir: Path) -> str:
                 saving = f"{r['memory_saving_pct']:.1f}%" if math.isfinite(r["memory_saving_pct"]) else "-"
                 epochs = "-" if not math.isfinite(float(r["epochs_run"])) else f"{r['epochs_run']} ({r['best_epoch']})"
                 cv = f"{100 * r['grad_norm_cv']:.0f}%" if math.isfinite(r["grad_norm_cv"]) else "-"
-                lines.append(f"| {r['strategy']} | {_cell(r['frozen_blocks'])} | {_cell(r['trainable_params'])} | "
+                frozen = _cell(r["frozen_blocks"]) + (f" ({r['freezes']})" if r["freezes"] else "")
+                lines.append(f"| {r['strategy']} | {frozen} | {_cell(r['trainable_params'])} | "
                              f"{_cell(r['map50'])} | {_cell(r['map50_95'])} | {_cell(r['peak_memory_mb'], 1)} | "
                              f"{saving} | {epochs} | {_cell(r['epoch_seconds'], 1)} | {_cell(r['train_minutes'], 1)} | "
                              f"{_cell(r['grad_norm_mean'], 2)} | {cv} | {r['status']} |")

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
 
-from ..freezing.plan import PRESETS
+from ..freezing.plan import AUTO, PRESETS
 from ..training.setup import TRAIN_MODULE
 
-STRATEGIES = ("scratch", "none", "fr1", "fr2", "fr3")
+STRATEGIES = ("scratch", "none", "fr1", "fr2", "fr3")  # the layer-freezing paper's
 SCRATCH = "scratch"
+AUTO_FLAGS = ("--auto-interval", "--auto-max", "--auto-threshold")
 FINISHED = "summary.json"
 
 
@@ -59,9 +60,12 @@ class StudyRun:
 
     def train_args(self, study_dir: Path, common: Sequence[str]) -> list[str]:
         """``train.py`` arguments of a new run of this combination (a run with nothing frozen has no frozen
-        prefix to cache: ``--cache-frozen`` and ``--cache-dtype`` are left out of it)."""
+        prefix to cache: ``--cache-frozen`` and ``--cache-dtype`` are left out of it; the ``--auto-*`` flags go to
+        the ``auto`` run only)."""
         if self.freeze == "none":
             common = without_flags(common, ("--cache-frozen", "--cache-dtype"))
+        if self.freeze != AUTO:
+            common = without_flags(common, AUTO_FLAGS)
         return [*common, "--model", self.model, "--weights", self.weights, "--data", self.data, "--freeze",
                 self.freeze, "--project", str(study_dir), "--name", self.name]  # last: the study's values win
 
@@ -98,8 +102,8 @@ def plan_study(models: Sequence[str], datasets: Sequence[str], strategies: Seque
         if len(set(items)) != len(items):
             raise ValueError(f"{what} {','.join(items)} names an entry twice")
     for strategy in strategies:
-        if strategy != SCRATCH and strategy.lower() not in PRESETS and not _freeze_like(strategy):
-            raise ValueError(f"--strategies {strategy!r}: use scratch, a preset ({', '.join(PRESETS)}) or a "
+        if strategy not in (SCRATCH, AUTO) and strategy.lower() not in PRESETS and not _freeze_like(strategy):
+            raise ValueError(f"--strategies {strategy!r}: use scratch, auto, a preset ({', '.join(PRESETS)}) or a "
                              f"--freeze value like 9 or 0-3")
     weights = weights or {}
     return [StudyRun(data, model, strategy, "none" if strategy == SCRATCH else weights.get(model, f"{model}.pt"))
