@@ -77,7 +77,8 @@ def cplid_setup(folder: Path) -> tuple[str, str, list[str]]:
 
 def run(config: str, data: str, weights: str, flags: list[str], seed: int, project: Path) -> dict:
     """One timed training run; its final-epoch metrics and the freezes its audit recorded."""
-    name = f"{Path(data).name}-{config.replace('+', '-')}-s{seed}"
+    label = Path(data).parent.name if Path(data).suffix == ".yaml" else Path(data).name
+    name = f"{label}-{config.replace('+', '-')}-s{seed}-{int(time.time())}"
     argv = [sys.executable, "-m", "yolofreeze.train", "--data", data, "--weights", weights, "--seed", str(seed),
             "--workers", "0", *flags, *CONFIGS[config], "--project", str(project), "--name", name]
     started = time.perf_counter()

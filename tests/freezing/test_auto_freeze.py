@@ -106,7 +106,8 @@ def test_the_decided_blocks_freeze_at_the_decided_epoch_and_leave_the_optimiser(
 
 def test_the_decision_timeline_is_in_the_audit_with_its_evidence(uninterrupted):
     audit = json.loads(uninterrupted.audit_path.read_text())
-    assert audit["auto"] == {"ceiling": 4, "interval": 1, "unit": "epoch", "threshold": 1e6, "min_intervals": 2}
+    assert audit["auto"] == {"ceiling": 4, "interval": 1, "unit": "epoch", "threshold": 1e6, "min_intervals": 2,
+                             "warmup": "skip"}
     decisions = audit["decisions"]
     assert [(d["epoch"], d["step"], d["prefix_before"], d["prefix_after"]) for d in decisions] == [
         (1, 4, 0, 0), (2, 8, 0, 4), (3, 12, 4, 4)]  # none after the last epoch

@@ -165,3 +165,20 @@ def test_the_state_round_trips_and_continues_identically(model):
     _step(model, resumed, grads[4], 2, False, 1)
     assert resumed.state_dict()["history"] == whole.state_dict()["history"]
     assert all(torch.equal(resumed.sums[n], whole.sums[n]) for n in whole.sums) and set(resumed.sums) == set(whole.sums)
+
+
+def test_relative_warm_up_decides_on_shares_where_a_change_common_to_all_blocks_cancels():
+    """During warm-up every block's gradient halves (the schedule) and block 1's alone doubles besides: on shares
+    only block 1 moved. Skipping warm-up decides nothing; relative freezes block 0 and stops at block 1."""
+    previous = {0: 1.0, 1: 1.0, 2: 2.0, 3: 4.0, 22: 1.0}
+    current = {0: 0.5, 1: 1.0, 2: 1.0, 3: 2.0, 22: 0.5}
+    warm = history(previous, current, warmup=(True, True))
+    assert not decide_freeze(warm, 0, AutoRule(ceiling=4, threshold=0.1)).changed
+    decision = decide_freeze(warm, 0, AutoRule(ceiling=4, threshold=0.1, warmup="relative"))
+    assert decision.prefix_after == 1 and [row["below"] for row in decision.evidence] == [True, False, True, True]
+    # block 0's share: its G over the L2 combination of the trainable blocks' G, before and after
+    assert decision.evidence[0]["measures"] == pytest.approx([1 / math.sqrt(23), 0.5 / math.sqrt(6.5)])
+    # in absolute terms block 0 halved: r 0.5, above 0.1, and the rule without shares would not freeze it
+    assert plasticity(previous[0], current[0]) == 0.5
+    with pytest.raises(ValueError, match="--auto-warmup"):
+        AutoRule(ceiling=4, warmup="sometimes")

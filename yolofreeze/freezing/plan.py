@@ -96,9 +96,10 @@ class FreezePlan:
                    AutoRule.from_dict(data["auto"]) if data.get("auto") else None)
 
     def with_auto(self, model: YOLO, interval: str = "1", maximum: str = "backbone",
-                  threshold: str = "median") -> FreezePlan:
+                  threshold: str = "median", warmup: str = "skip") -> FreezePlan:
         """The plan with the adaptive rule of ``--auto-interval``, ``--auto-max`` (a preset ``fr2``, ``backbone``,
-        ``fr3`` or a block count: the prefix never grows past it) and ``--auto-threshold`` (``median`` or a number).
+        ``fr3`` or a block count: the prefix never grows past it), ``--auto-threshold`` (``median`` or a number)
+        and ``--auto-warmup`` (``skip`` or ``relative``; :mod:`yolofreeze.freezing.auto`).
 
         Raises ValueError for a malformed value, a ceiling past the head or below the frozen prefix, or a plan
         whose frozen blocks are not a prefix ``0 … k-1``.
@@ -120,7 +121,7 @@ class FreezePlan:
                              f"head, which must train: at most {head} (fr3)")
         if ceiling < start:
             raise ValueError(f"--auto-max {maximum} ({ceiling} blocks) is below the starting prefix {self.label}")
-        return replace(self, auto=AutoRule.parse(interval, threshold, ceiling))
+        return replace(self, auto=AutoRule.parse(interval, threshold, ceiling, warmup))
 
     def with_phase(self, first_epoch: int, frozen: Iterable[int]) -> FreezePlan:
         """The plan with one more phase: blocks ``frozen`` from ``first_epoch`` (0-based) on (how an adaptive
@@ -217,9 +218,9 @@ class FreezePlan:
     @classmethod
     def build(cls, freeze: str | int | list[str], model: YOLO, frozen_bn: str = "eval", unfreeze: str | None = None,
               lr_mult: str | None = None, epochs: int | None = None,
-              auto: tuple[str, str, str] = ("1", "backbone", "median")) -> FreezePlan:
+              auto: tuple[str, ...] = ("1", "backbone", "median", "skip")) -> FreezePlan:
         """The whole plan of a run from its flags: ``--freeze`` (:meth:`parse`; ``auto`` or ``auto:START``), the
-        ``auto`` options (``--auto-interval``, ``--auto-max``, ``--auto-threshold``: :meth:`with_auto`),
+        ``auto`` options (``--auto-interval``, ``--auto-max``, ``--auto-threshold``, ``--auto-warmup``: :meth:`with_auto`),
         ``--frozen-bn``, ``--unfreeze`` (:meth:`with_unfreeze`, checked against ``epochs`` when given) and
         ``--lr-mult`` (:meth:`with_lr_mult`). The one way a run's plan is made (train.py, the study's dry run).
 

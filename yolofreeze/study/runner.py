@@ -23,7 +23,7 @@ from ..training.setup import TRAIN_MODULE
 
 STRATEGIES = ("scratch", "none", "fr1", "fr2", "fr3")  # the layer-freezing paper's
 SCRATCH = "scratch"
-AUTO_FLAGS = ("--auto-interval", "--auto-max", "--auto-threshold")
+AUTO_FLAGS = ("--auto-interval", "--auto-max", "--auto-threshold", "--auto-warmup")
 FINISHED = "summary.json"
 
 

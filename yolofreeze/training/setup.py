@@ -48,6 +48,7 @@ class RunSettings:
     auto_interval: str = "1"
     auto_max: str = "backbone"
     auto_threshold: str = "median"
+    auto_warmup: str = "skip"
     grad_norms: bool = True
     epochs: int | None = None
     patience: int | None = None
@@ -79,7 +80,8 @@ class RunSettings:
     def plan(self, model: YOLO) -> FreezePlan:
         """The run's whole freeze plan on ``model`` (:meth:`FreezePlan.build`)."""
         return FreezePlan.build(list(self.freeze), model, self.frozen_bn, self.unfreeze, self.lr_mult,
-                                self.config().epochs, (self.auto_interval, self.auto_max, self.auto_threshold))
+                                self.config().epochs, (self.auto_interval, self.auto_max, self.auto_threshold,
+                                                          self.auto_warmup))
 
     def to_dict(self) -> dict:
         """Plain values (``args.yaml``, checkpoints)."""
@@ -130,6 +132,9 @@ def train_parser(prog: str = "train.py", description: str | None = None) -> argp
     parser.add_argument("--auto-threshold", default="median", metavar="median|X",
                         help="--freeze auto: a block freezes when its gradient's relative change between intervals is "
                              "below the median of the trainable blocks' (AutoFreeze) or below X")
+    parser.add_argument("--auto-warmup", choices=("skip", "relative"), default="skip",
+                        help="--freeze auto during warm-up: skip (no evidence while the lr ramps) or relative (decide "
+                             "on each block's share of the gradient, where the schedule's change cancels)")
     parser.add_argument("--grad-norms", choices=("on", "off"), default="on",
                         help="log per-step gradient L2 norms per block/part/total to grad_norms.csv")
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default {RECIPE_DEFAULTS['epochs']}; demo "
@@ -178,7 +183,7 @@ def parse_train_args(argv: Sequence[str] | None, parser: argparse.ArgumentParser
     if args.cache_dtype and not args.cache_frozen:
         parser.error(f"--cache-dtype {args.cache_dtype} applies with --cache-frozen ram or disk")
     adaptive = len(args.freeze) == 1 and args.freeze[0].lower().startswith("auto")
-    given = [flag for flag in ("--auto-interval", "--auto-max", "--auto-threshold")
+    given = [flag for flag in ("--auto-interval", "--auto-max", "--auto-threshold", "--auto-warmup")
              if getattr(args, flag[2:].replace("-", "_")) != parser.get_default(flag[2:].replace("-", "_"))]
     if given and not adaptive:
         parser.error(f"{given[0]} applies with --freeze auto")
