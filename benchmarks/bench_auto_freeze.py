@@ -147,7 +147,7 @@ def main() -> None:
                     print(f"  {dataset} seed {seed} {config}: mAP50 {rows[-1]['map50']:.3f} in "
                           f"{rows[-1]['seconds']:.0f} s, freezes {rows[-1]['freezes']}", flush=True)
             print(f"\n{dataset} ({' '.join(flags)}; auto flags: {args.auto_flags or 'defaults'})\n{table(rows)}")
-            if len(args.seeds) > 1:
+            if len(args.seeds) > 1 and "none" in args.configs:
                 print(f"\nover seeds {args.seeds}:\n{spread(rows)}")
             print(flush=True)
 

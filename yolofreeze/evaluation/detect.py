@@ -41,9 +41,18 @@ def predict_image(model: YOLO, path: Path, imgsz: int = 640, conf: float = 0.25,
     return det
 
 
+def open_original(path: Path) -> Image.Image:
+    """The image file as RGB with its EXIF orientation applied (the pixels detections refer to)."""
+    return ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+
+
 def draw_detections(path: Path, det: torch.Tensor, names: list[str]) -> Image.Image:
     """The original image (EXIF orientation applied, as the detections are) with labelled boxes."""
-    image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    return draw_boxes(open_original(path), det, names)
+
+
+def draw_boxes(image: Image.Image, det: torch.Tensor, names: list[str]) -> Image.Image:
+    """``image`` with the labelled boxes of ``det (N, 6)`` (xyxy pixels, score, class) drawn on it (in place)."""
     pen = ImageDraw.Draw(image)
     width = max(2, round(max(image.size) / 400))
     for x1, y1, x2, y2, score, cls in det.tolist():

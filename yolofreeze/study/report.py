@@ -200,7 +200,8 @@ def format_markdown(rows: list[dict], study_dir: Path) -> str:
                       "epochs (best) | s/epoch | train min | grad norm mean | grad norm CV | status |",
                       "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
             for r in group:
-                saving = f"{r['memory_saving_pct']:.1f}%" if math.isfinite(r["memory_saving_pct"]) else "-"
+                saving = (f"{round(r['memory_saving_pct'], 1) + 0.0:.1f}%"  # + 0.0: never "-0.0%"
+                          if math.isfinite(r["memory_saving_pct"]) else "-")
                 epochs = "-" if not math.isfinite(float(r["epochs_run"])) else f"{r['epochs_run']} ({r['best_epoch']})"
                 cv = f"{100 * r['grad_norm_cv']:.0f}%" if math.isfinite(r["grad_norm_cv"]) else "-"
                 frozen = _cell(r["frozen_blocks"]) + (f" ({r['freezes']})" if r["freezes"] else "")
