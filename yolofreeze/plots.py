@@ -8,8 +8,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: works headless, on CI and over ssh
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
 
-from .freezing.gradnorm import ALL, TOTAL, read_grad_norms, summarize_grad_norms  # noqa: E402
+from .freezing.gradnorm import ALL, TOTAL, block_epoch_means, read_grad_norms, summarize_grad_norms  # noqa: E402
 from .model import PARTS  # noqa: E402
 from .training.runs import read_results  # noqa: E402
 
@@ -54,7 +56,8 @@ def plot_results(csv_path: str | Path, out_path: str | Path | None = None) -> Pa
 
 def plot_grad_norms(csv_path: str | Path, out_path: str | Path | None = None) -> Path:
     """Draw ``grad_norms.csv``: the total and per-part gradient L2 norm per optimiser step (log scale, epoch
-    starts marked), and each trained block's mean norm with its coefficient of variation.
+    starts marked), each trained block's mean norm with its coefficient of variation, and the blocks x epochs heat
+    map of the mean norms (:func:`draw_block_heat_map`).
 
     Args:
         csv_path: a run's ``grad_norms.csv``.
@@ -66,8 +69,9 @@ def plot_grad_norms(csv_path: str | Path, out_path: str | Path | None = None) ->
     csv_path = Path(csv_path)
     out_path = Path(out_path) if out_path else csv_path.with_name("grad_norms.png")
     rows = [r for r in read_grad_norms(csv_path) if r["block"] == ALL]
-    fig, (curves, blocks) = plt.subplots(1, 2, figsize=(15, 5), constrained_layout=True,
-                                         gridspec_kw={"width_ratios": [3, 2]})
+    fig, axes = plt.subplot_mosaic([["curves", "curves"], ["blocks", "heat"]], figsize=(15, 9),
+                                   constrained_layout=True)
+    curves, blocks = axes["curves"], axes["blocks"]
     for part in (TOTAL, *PARTS):
         points = [(r["step"], r["norm"]) for r in rows if r["part"] == part]
         if points:
@@ -95,10 +99,26 @@ def plot_grad_norms(csv_path: str | Path, out_path: str | Path | None = None) ->
     blocks.set(title="mean norm per trained block (labels: coefficient of variation)", xlabel="block",
                ylabel="mean L2 norm", yscale="log")
     blocks.grid(alpha=0.3, axis="y")
+    draw_block_heat_map(axes["heat"], fig, *block_epoch_means(csv_path))
     fig.suptitle(f"{csv_path.parent.name}: gradient norms")
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
+
+
+def draw_block_heat_map(ax, fig, blocks: list[int], epochs: list[int], means) -> None:
+    """Blocks x epochs of the mean gradient norm (log colour scale; blank where a block was frozen): which blocks
+    still learn, epoch by epoch."""
+    ax.set(title="mean gradient norm per block and epoch (blank: frozen)", xlabel="epoch", ylabel="block")
+    finite = means[np.isfinite(means) & (means > 0)] if len(blocks) else []
+    if not len(finite):
+        return
+    image = ax.imshow(np.ma.masked_invalid(means), aspect="auto", cmap="viridis", origin="lower",
+                      norm=LogNorm(vmin=float(finite.min()), vmax=float(finite.max())), interpolation="nearest")
+    ax.set_yticks(range(len(blocks)), [str(b) for b in blocks], fontsize=7)
+    step = max(1, len(epochs) // 20)
+    ax.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]])
+    fig.colorbar(image, ax=ax, label="L2 norm")
 
 
 def plot_study(rows: list[dict], out_path: str | Path, title: str) -> Path:

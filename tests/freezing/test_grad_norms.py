@@ -95,3 +95,19 @@ def test_summary_is_mean_std_and_cv_over_steps(tmp_path):
     assert summary["total"] == pytest.approx({"mean": 3.0, "std": 2.0, "cv": 2 / 3, "steps": 2})  # inf left out
     assert summary["backbone"]["mean"] == pytest.approx(2.0)
     assert summary["backbone"]["std"] == pytest.approx(math.sqrt(2 / 3))
+
+
+def test_block_epoch_means_are_per_block_per_epoch_with_frozen_cells_empty(tmp_path):
+    from yolofreeze.freezing.gradnorm import block_epoch_means
+    from yolofreeze.plots import plot_grad_norms
+
+    path = tmp_path / "grad_norms.csv"
+    path.write_text("step,epoch,block,part,norm\n"
+                    "1,1,0,backbone,2\n1,1,9,backbone,4\n1,1,all,total,5\n"
+                    "2,1,0,backbone,4\n2,1,9,backbone,inf\n2,1,all,total,5\n"
+                    "3,2,9,backbone,1\n3,2,all,total,1\n")  # block 0 frozen in epoch 2
+    blocks, epochs, means = block_epoch_means(path)
+    assert blocks == [0, 9] and epochs == [1, 2]
+    assert means[0, 0] == pytest.approx(3.0) and math.isnan(means[0, 1])
+    assert means[1, 0] == pytest.approx(4.0) and means[1, 1] == pytest.approx(1.0)  # inf left out
+    assert plot_grad_norms(path).stat().st_size > 10_000

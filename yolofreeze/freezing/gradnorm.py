@@ -128,6 +128,21 @@ def summarize_grad_norms(path: str | Path) -> dict[str, dict[str, float]]:
     return summary
 
 
+def block_epoch_means(path: str | Path) -> tuple[list[int], list[int], np.ndarray]:
+    """Each block's mean gradient norm per epoch from ``grad_norms.csv``: ``(blocks, epochs, means (B, E))``, NaN
+    where a block had no finite norm in an epoch (frozen then, or without parameters)."""
+    sums: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for row in read_grad_norms(path):
+        if row["block"] != ALL and math.isfinite(row["norm"]):
+            sums[(int(row["block"]), row["epoch"])].append(row["norm"])
+    blocks = sorted({b for b, _ in sums})
+    epochs = sorted({e for _, e in sums})
+    means = np.full((len(blocks), len(epochs)), np.nan)
+    for (block, epoch), values in sums.items():
+        means[blocks.index(block), epochs.index(epoch)] = float(np.mean(values))
+    return blocks, epochs, means
+
+
 def format_grad_norm_summary(summary: dict[str, dict[str, float]]) -> str:
     """The total and per-part lines of :func:`summarize_grad_norms` as a small text table (CV in %)."""
     lines = [f"{'gradient L2 norm':<16} {'mean':>10} {'std':>10} {'CV':>7} {'steps':>6}"]
