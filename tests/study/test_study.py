@@ -143,11 +143,12 @@ def test_diagnostics_fire_on_failure_signatures_and_stay_silent_on_healthy_runs(
 
     flags = diagnose([_row("none", 0.40), _row("fr2", 0.55),
                       _row("fr3", 0.01, losses=(9.0, 5.0), grads=(2.0,) * 10)])
-    assert len(flags[("d", "m", "fr3")]) == 2
-    assert flags[("d", "m", "fr3")][0].startswith("capacity collapse: mAP50 0.010 while the training loss fell")
-    assert flags[("d", "m", "fr3")][1] == "gradient starvation: early gradient norm 0.20x fine-tuning's (first 1 steps)"
-    assert flags[("d", "m", "none")] == ["forgetting: fine-tuning mAP50 0.400 below fr2's 0.550"]
-    assert flags[("d", "m", "fr2")] == []
+    assert len(flags[("d", "m", "fr3", 0)]) == 2
+    assert flags[("d", "m", "fr3", 0)][0].startswith("capacity collapse: mAP50 0.010 while the training loss fell")
+    assert flags[("d", "m", "fr3", 0)][1] == ("gradient starvation: early gradient norm 0.20x fine-tuning's (first 1 "
+                                              "steps)")
+    assert flags[("d", "m", "none", 0)] == ["forgetting: fine-tuning mAP50 0.400 below fr2's 0.550"]
+    assert flags[("d", "m", "fr2", 0)] == []
     # near zero mAP with a loss that did not fall is not collapse (nothing was learnt at all), and a small gap is
     # not forgetting
     quiet = diagnose([_row("none", 0.50), _row("fr2", 0.51), _row("fr3", 0.01, losses=(9.0, 8.5))])
@@ -265,3 +266,38 @@ def test_the_report_says_which_prefix_auto_ended_with_and_when(tmp_path):
                          grad_steps=list(range(1, 25)), grad_total=[1.0] * 24)
     png = plot_study([row], tmp_path / "study.png", "d · yolov8n")
     assert png.stat().st_size > 10_000
+
+
+def test_seeds_repeat_every_run_with_its_seed_and_folder():
+    runs = plan_study(["yolov8n"], ["insplad"], ["none", "fr2"], {"yolov8n": "pre.pt"}, seeds=[0, 1, 2])
+    assert [r.name for r in runs] == ["insplad-yolov8n-none", "insplad-yolov8n-none-s1", "insplad-yolov8n-none-s2",
+                                      "insplad-yolov8n-fr2", "insplad-yolov8n-fr2-s1", "insplad-yolov8n-fr2-s2"]
+    for run in runs:
+        args = run.train_args(Path("s"), ["--epochs", "3"])
+        assert args[args.index("--seed") + 1] == str(run.seed)
+    with pytest.raises(ValueError, match="--seeds 1,1 names an entry twice"):
+        plan_study(["yolov8n"], ["insplad"], ["none"], seeds=[1, 1])
+
+
+def test_over_seeds_the_report_gives_mean_and_std_and_marks_differences_beyond_the_spread():
+    from yolofreeze.study.report import format_over_seeds
+
+    def row(strategy, seed, map50):
+        return {"dataset": "d", "model": "m", "strategy": strategy, "seed": seed, "status": "finished",
+                "map50": map50, "map50_95": map50 / 2, "grad_norm_cv": 0.5, "train_minutes": 1.0}
+
+    group = [row("none", 0, 0.50), row("none", 1, 0.52), row("none", 2, 0.54),  # 0.52 ± 0.02
+             row("fr1", 0, 0.51), row("fr1", 1, 0.55), row("fr1", 2, 0.53),  # 0.53 ± 0.02: within the spread
+             row("fr2", 0, 0.70), row("fr2", 1, 0.71), row("fr2", 2, 0.72)]  # 0.71 ± 0.01: beyond it
+    lines = format_over_seeds(group, [0, 1, 2])
+    table = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ") and "runs" not in line}
+    assert "| 3/3 | 0.520 ± 0.020 | 0.260 ± 0.010 | - |" in table["none"]
+    assert "| +0.010 |" in table["fr1"]
+    assert "| +0.190* |" in table["fr2"] and "50% ± 0%" in table["fr2"]
+
+
+@pytest.mark.parametrize("argv, message", [(["--seed", "3"], "--seed is set by the study"),
+                                           (["--seeds", "a"], "--seeds: a: seeds are whole numbers")])
+def test_seed_flags_are_checked(argv, message, tiny, tmp_path, capsys):
+    assert study_main(["--data", str(tiny[0]), *argv, "--project", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err

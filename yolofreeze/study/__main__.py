@@ -1,7 +1,7 @@
 """The layer-freezing study in one command: every dataset x model x strategy, trained with the same recipe.
 
     python -m yolofreeze.study --models yolov8n,yolov10n --data insplad --strategies scratch,none,fr1,fr2,fr3 \\
-        --epochs 1000 --patience 50 --seed 0 [--name NAME] [--dry-run] [--devices 0,1,2,3] [trainer flags …]
+        --epochs 1000 --patience 50 --seeds 0,1,2 [--name NAME] [--dry-run] [--devices 0,1,2,3] [trainer flags …]
 
 Strategies are the paper's: ``scratch`` (random initialisation, nothing frozen), ``none`` (fine-tune everything
 from the pretrained weights), ``fr1`` / ``fr2`` / ``fr3`` / ``backbone`` (``--freeze`` presets) — or any other
@@ -31,9 +31,20 @@ from .runner import (STRATEGIES, StudyRun, dataset_label, flag_given, plan_study
                      weights_table)
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2``: whole numbers >= 0."""
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: seeds are whole numbers like 0,1,2") from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text}: seeds are whole numbers >= 0 like 0,1,2")
+    return seeds
+
+
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """The study's own options, and the trainer flags to pass through to every run."""
-    parser = ArgumentParser("python -m yolofreeze.study", __doc__)
+    parser = ArgumentParser("python -m yolofreeze.study", __doc__, allow_abbrev=False)  # --seed is a train.py flag
     parser.add_argument("--models", default=None, help="comma-separated architectures (default yolov8n)")
     parser.add_argument("--data", default=None, help="comma-separated datasets (names, data.yaml, folders)")
     parser.add_argument("--strategies", default=None,
@@ -44,7 +55,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                              "the official COCO weights of each model)")
     parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (train.py's default)")
     parser.add_argument("--patience", type=non_negative_int, default=None, help="early-stopping patience")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="one seed for every run")
+    parser.add_argument("--seeds", type=seed_list, default=[0],
+                        help="comma-separated seeds: each run is repeated per seed (folders …-s1, …-s2; seed 0 has "
+                             "no suffix) and study.md reports mean ± std per strategy")
     parser.add_argument("--name", default=None, help="study folder name under --project (default: the datasets "
                                                      "and models)")
     parser.add_argument("--project", default="runs/study", help="folder of the study folders")
@@ -59,9 +72,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                         help="the offline miniature of the paper: pretrain on a generated source domain, then the "
                              "study on a generated target domain (7 to 10 CPU minutes)")
     args, passthrough = parser.parse_known_args(argv)
-    for flag in ("--model", "--freeze", "--project", "--name", "--resume", "--weights"):
+    for flag in ("--model", "--freeze", "--project", "--name", "--resume", "--weights", "--seed"):
         if flag_given(passthrough, flag):
-            parser.error(f"{flag} is set by the study for each run; use --models / --strategies / --weights")
+            parser.error(f"{flag} is set by the study for each run; use --models / --strategies / --weights / "
+                         f"--seeds")
     if passthrough and not passthrough[0].startswith("--"):
         parser.error(f"unexpected argument {passthrough[0]!r}")
     devices = [d for d in (args.devices or "").split(",") if d]
@@ -75,8 +89,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def common_args(args: argparse.Namespace, passthrough: list[str]) -> list[str]:
-    """Flags every run gets: epochs, patience, seed, then the pass-through trainer flags."""
-    common = ["--seed", str(args.seed)]
+    """Flags every run gets: epochs, patience, then the pass-through trainer flags (each run adds its seed)."""
+    common = []
     if args.epochs is not None:
         common += ["--epochs", str(args.epochs)]
     if args.patience is not None:
@@ -116,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         args, passthrough = prepare_demo(args, passthrough, say)
     models, datasets = (args.models or "yolov8n").split(","), args.data.split(",")
     strategies = (args.strategies or ",".join(STRATEGIES)).split(",")
-    runs = plan_study(models, datasets, strategies, weights_table(args.weights, models))
+    runs = plan_study(models, datasets, strategies, weights_table(args.weights, models), args.seeds)
     common = common_args(args, passthrough)
     parse_train_args(common)  # refuse a flag train.py would refuse before any run starts (one line, exit 2)
     resolved = {dataset: resolve_dataset(dataset) for dataset in datasets}  # a missing one stops the study here

@@ -46,7 +46,7 @@ STARVATION_RATIO = 0.6
 FORGETTING_RATIO = 0.9
 FORGETTING_GAP = 0.02
 FINE_TUNE = "none"
-CSV_COLUMNS = ("dataset", "model", "strategy", "status", "frozen_blocks", "trainable_params", "map50", "map50_95",
+CSV_COLUMNS = ("dataset", "model", "strategy", "seed", "status", "frozen_blocks", "trainable_params", "map50", "map50_95",
                "peak_memory_mb", "memory_source", "memory_saving_pct", "epochs_run", "best_epoch", "epoch_seconds",
                "train_minutes", "grad_norm_mean", "grad_norm_cv", "flags", "freezes")
 
@@ -64,11 +64,11 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def collect_row(dataset: str, model: str, strategy: str, run_dir: Path) -> dict:
+def collect_row(dataset: str, model: str, strategy: str, run_dir: Path, seed: int = 0) -> dict:
     """One run's row (see the module docstring); ``status`` is ``finished``, ``unfinished`` or ``missing``, and
     values a run does not have yet are NaN. Series for the plots ride along under ``series``."""
     summary = _read_json(run_dir / "summary.json")
-    row = {"dataset": dataset, "model": model, "strategy": strategy,
+    row = {"dataset": dataset, "model": model, "strategy": strategy, "seed": seed,
            "status": "finished" if summary else ("unfinished" if run_dir.is_dir() else "missing"),
            "frozen_blocks": "", "trainable_params": math.nan, "map50": math.nan, "map50_95": math.nan,
            "peak_memory_mb": math.nan, "memory_source": "", "memory_saving_pct": math.nan,
@@ -126,12 +126,21 @@ def _blocks_label(blocks: list[int]) -> str:
     return ",".join(map(str, blocks)) or "none"
 
 
+def key(row: dict) -> tuple[str, str, str, int]:
+    """``(dataset, model, strategy, seed)`` of a row."""
+    return row["dataset"], row["model"], row["strategy"], row.get("seed", 0)
+
+
+def fine_tuning_of(row: dict, rows: list[dict]) -> dict | None:
+    """The fine-tuning (``none``) row of the same dataset, model and seed."""
+    return next((r for r in rows if key(r) == (row["dataset"], row["model"], FINE_TUNE, row.get("seed", 0))), None)
+
+
 def add_savings(rows: list[dict]) -> None:
-    """``memory_saving_pct``: how much less peak memory than fine-tuning (``none``) of the same dataset and model,
-    in % (negative: more)."""
+    """``memory_saving_pct``: how much less peak memory than fine-tuning (``none``) of the same dataset, model and
+    seed, in % (negative: more)."""
     for row in rows:
-        reference = next((r for r in rows if r["dataset"] == row["dataset"] and r["model"] == row["model"]
-                          and r["strategy"] == FINE_TUNE), None)
+        reference = fine_tuning_of(row, rows)
         if reference and reference["peak_memory_mb"] > 0 and math.isfinite(row["peak_memory_mb"]):
             row["memory_saving_pct"] = 100 * (1 - row["peak_memory_mb"] / reference["peak_memory_mb"])
 
@@ -140,22 +149,21 @@ def _early_mean(totals: Sequence[float], steps: int) -> float:
     return float(np.mean(totals[:steps])) if len(totals) >= 1 else math.nan
 
 
-def diagnose(rows: list[dict]) -> dict[tuple[str, str, str], list[str]]:
-    """The failure signatures of each run, keyed by ``(dataset, model, strategy)`` (empty lists for healthy runs).
+def diagnose(rows: list[dict]) -> dict[tuple[str, str, str, int], list[str]]:
+    """The failure signatures of each run, keyed by ``(dataset, model, strategy, seed)`` (empty lists for healthy
+    runs).
 
     Uses ``map50``, ``series.train_loss`` and ``series.grad_total`` of the rows; fine-tuning (``none``) of the same
-    dataset and model is the reference for starvation and forgetting.
+    dataset, model and seed is the reference for starvation and forgetting.
     """
-    flags = {(r["dataset"], r["model"], r["strategy"]): [] for r in rows}
+    flags = {key(r): [] for r in rows}
     for row in rows:
-        key = (row["dataset"], row["model"], row["strategy"])
         losses = row["series"]["train_loss"]
         if (math.isfinite(row["map50"]) and row["map50"] < COLLAPSE_MAP50 and len(losses) >= 2
                 and losses[-1] < LOSS_FELL * losses[0]):
-            flags[key].append(f"capacity collapse: mAP50 {row['map50']:.3f} while the training loss fell "
+            flags[key(row)].append(f"capacity collapse: mAP50 {row['map50']:.3f} while the training loss fell "
                               f"{losses[0]:.2f} -> {losses[-1]:.2f}")
-        reference = next((r for r in rows if r["dataset"] == row["dataset"] and r["model"] == row["model"]
-                          and r["strategy"] == FINE_TUNE), None)
+        reference = fine_tuning_of(row, rows)
         if reference is None or reference is row:
             continue
         ref_totals, totals = reference["series"]["grad_total"], row["series"]["grad_total"]
@@ -163,12 +171,12 @@ def diagnose(rows: list[dict]) -> dict[tuple[str, str, str], list[str]]:
             steps = max(1, round(EARLY_FRACTION * len(ref_totals)))
             ratio = _early_mean(totals, steps) / _early_mean(ref_totals, steps)
             if ratio < STARVATION_RATIO:
-                flags[key].append(f"gradient starvation: early gradient norm {ratio:.2f}x fine-tuning's "
+                flags[key(row)].append(f"gradient starvation: early gradient norm {ratio:.2f}x fine-tuning's "
                                   f"(first {steps} steps)")
         if (math.isfinite(row["map50"]) and math.isfinite(reference["map50"]) and row["strategy"] != "scratch"
                 and reference["map50"] < FORGETTING_RATIO * row["map50"]
                 and row["map50"] - reference["map50"] >= FORGETTING_GAP):
-            flags[(row["dataset"], row["model"], FINE_TUNE)].append(
+            flags[key(reference)].append(
                 f"forgetting: fine-tuning mAP50 {reference['map50']:.3f} below {row['strategy']}'s "
                 f"{row['map50']:.3f}")
     return flags
@@ -195,8 +203,11 @@ def format_markdown(rows: list[dict], study_dir: Path) -> str:
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         for model in dict.fromkeys(r["model"] for r in rows if r["dataset"] == dataset):
             group = [r for r in rows if r["dataset"] == dataset and r["model"] == model]
-            lines += [f"## {dataset} · {model}", "",
-                      "| strategy | frozen blocks | trainable params | mAP50 | mAP50-95 | peak memory MiB | saving | "
+            seeds = list(dict.fromkeys(r["seed"] for r in group))
+            lines += [f"## {dataset} · {model}", ""]
+            if len(seeds) > 1:
+                lines += format_over_seeds(group, seeds) + ["", "Each run:", ""]
+            lines += ["| strategy | frozen blocks | trainable params | mAP50 | mAP50-95 | peak memory MiB | saving | "
                       "epochs (best) | s/epoch | train min | grad norm mean | grad norm CV | status |",
                       "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
             for r in group:
@@ -205,7 +216,7 @@ def format_markdown(rows: list[dict], study_dir: Path) -> str:
                 epochs = "-" if not math.isfinite(float(r["epochs_run"])) else f"{r['epochs_run']} ({r['best_epoch']})"
                 cv = f"{100 * r['grad_norm_cv']:.0f}%" if math.isfinite(r["grad_norm_cv"]) else "-"
                 frozen = _cell(r["frozen_blocks"]) + (f" ({r['freezes']})" if r["freezes"] else "")
-                lines.append(f"| {r['strategy']} | {frozen} | {_cell(r['trainable_params'])} | "
+                lines.append(f"| {_run_label(r, seeds)} | {frozen} | {_cell(r['trainable_params'])} | "
                              f"{_cell(r['map50'])} | {_cell(r['map50_95'])} | {_cell(r['peak_memory_mb'], 1)} | "
                              f"{saving} | {epochs} | {_cell(r['epoch_seconds'], 1)} | {_cell(r['train_minutes'], 1)} | "
                              f"{_cell(r['grad_norm_mean'], 2)} | {cv} | {r['status']} |")
@@ -213,13 +224,55 @@ def format_markdown(rows: list[dict], study_dir: Path) -> str:
             if classes:
                 lines += ["", "AP@50 per class:", "", "| strategy | " + " | ".join(classes) + " |",
                           "|---|" + "---:|" * len(classes)]
-                lines += [f"| {r['strategy']} | " + " | ".join(_cell(r["ap50"].get(c, math.nan)) for c in classes)
-                          + " |" for r in group]
-            flagged = [(r["strategy"], flag) for r in group for flag in r["flags"].split("; ") if flag]
+                lines += [f"| {_run_label(r, seeds)} | " + " | ".join(_cell(r["ap50"].get(c, math.nan))
+                                                                     for c in classes) + " |" for r in group]
+            flagged = [(_run_label(r, seeds), flag) for r in group for flag in r["flags"].split("; ") if flag]
             lines += ["", "Diagnostics: " + ("none of the paper's failure signatures." if not flagged else "")]
             lines += [f"- **{strategy}**: {flag}" for strategy, flag in flagged]
             lines.append("")
     return "\n".join(lines)
+
+
+def _run_label(row: dict, seeds: list[int]) -> str:
+    """The strategy, with the seed when the study has several."""
+    return row["strategy"] + (f" (seed {row['seed']})" if len(seeds) > 1 else "")
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value) of the finite ``values``; NaN, NaN for none."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+
+def format_over_seeds(group: list[dict], seeds: list[int]) -> list[str]:
+    """The table of one dataset and model over ``seeds``: per strategy the mean ± std of mAP50, mAP50-95 and the
+    gradient-norm CV, the mean training minutes, and mAP50's difference to fine-tuning's mean, marked ``*`` when it
+    exceeds the spread (larger than the two standard deviations added)."""
+    lines = [f"Over seeds {', '.join(map(str, seeds))} (mean ± sample std; `*`: the mAP50 difference to none exceeds "
+             f"the two strategies' std added, i.e. more than the seeds' spread):", "",
+             "| strategy | runs | mAP50 | mAP50-95 | vs none mAP50 | train min | grad norm CV |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    by_strategy = {s: [r for r in group if r["strategy"] == s] for s in dict.fromkeys(r["strategy"] for r in group)}
+    reference = mean_std([r["map50"] for r in by_strategy.get(FINE_TUNE, [])])
+    for strategy, runs in by_strategy.items():
+        map50, map50_95 = mean_std([r["map50"] for r in runs]), mean_std([r["map50_95"] for r in runs])
+        cv = mean_std([100 * r["grad_norm_cv"] for r in runs])
+        minutes = mean_std([r["train_minutes"] for r in runs])[0]
+        difference = "-"
+        if strategy != FINE_TUNE and math.isfinite(map50[0]) and math.isfinite(reference[0]):
+            delta = map50[0] - reference[0]
+            difference = f"{delta:+.3f}{'*' if abs(delta) > map50[1] + reference[1] else ''}"
+        finished = sum(r["status"] == "finished" for r in runs)
+        lines.append(f"| {strategy} | {finished}/{len(runs)} | {_pm(map50)} | {_pm(map50_95)} | {difference} | "
+                     f"{_cell(minutes, 1)} | {_pm(cv, 0, '%')} |")
+    return lines
+
+
+def _pm(pair: tuple[float, float], digits: int = 3, unit: str = "") -> str:
+    mean, std = pair
+    return "-" if not math.isfinite(mean) else f"{mean:.{digits}f}{unit} ± {std:.{digits}f}{unit}"
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -236,10 +289,11 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def write_report(runs: Sequence, study_dir: Path) -> Report:
     """Collect every run of the plan (``StudyRun``-like: ``dataset``, ``model``, ``strategy``, ``name``), flag the
     failure signatures, write ``study.csv``, ``study.md`` and one ``study_<dataset>_<model>.png`` per pair."""
-    rows = [collect_row(run.dataset, run.model, run.strategy, study_dir / run.name) for run in runs]
+    rows = [collect_row(run.dataset, run.model, run.strategy, study_dir / run.name, getattr(run, "seed", 0))
+            for run in runs]
     add_savings(rows)
-    for key, flags in diagnose(rows).items():
-        row = next(r for r in rows if (r["dataset"], r["model"], r["strategy"]) == key)
+    for found, flags in diagnose(rows).items():
+        row = next(r for r in rows if key(r) == found)
         row["flags"] = "; ".join(flags)
     write_csv(rows, study_dir / "study.csv")
     markdown = format_markdown(rows, study_dir)
@@ -247,5 +301,8 @@ def write_report(runs: Sequence, study_dir: Path) -> Report:
     plots = []
     for dataset, model in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
         group = [r for r in rows if r["dataset"] == dataset and r["model"] == model]
-        plots.append(plot_study(group, study_dir / f"study_{dataset}_{model}.png", f"{dataset} · {model}"))
+        seeds = list(dict.fromkeys(r["seed"] for r in group))
+        shown = [r for r in group if r["seed"] == seeds[0]]  # one seed's curves; study.md has the spread
+        title = f"{dataset} · {model}" + (f" (seed {seeds[0]} of {len(seeds)})" if len(seeds) > 1 else "")
+        plots.append(plot_study(shown, study_dir / f"study_{dataset}_{model}.png", title))
     return Report(rows, markdown, plots)

@@ -1,5 +1,6 @@
-"""The study's runs: the plan (:func:`plan_study`: every dataset x model x strategy) → one training process per run
-(``python -m yolofreeze.train``), in ``runs/study/<name>/<dataset>-<model>-<strategy>/`` (:func:`run_one`; a
+"""The study's runs: the plan (:func:`plan_study`: every dataset x model x strategy x seed) → one training process per
+run (``python -m yolofreeze.train``), in ``runs/study/<name>/<dataset>-<model>-<strategy>[-s<seed>]/`` (seed 0 has
+no suffix; :func:`run_one`; a
 finished run, marked by its ``summary.json``, is skipped; a killed one continues from its ``last.pt``; one that never
 finished an epoch starts over) → the report (:mod:`yolofreeze.study.report`: ``study.csv``, ``study.md``, plots,
 diagnostics). Runs go one at a time, or one per GPU (group) at a time with ``--devices`` (:func:`run_study`). The
@@ -42,6 +43,7 @@ class StudyRun:
     model: str
     strategy: str
     weights: str  # the pretrained start ("none" for scratch)
+    seed: int = 0
 
     @property
     def dataset(self) -> str:
@@ -50,8 +52,8 @@ class StudyRun:
 
     @property
     def name(self) -> str:
-        """The run folder's name: ``<dataset>-<model>-<strategy>``."""
-        return f"{self.dataset}-{self.model}-{self.strategy}"
+        """The run folder's name: ``<dataset>-<model>-<strategy>``, then ``-s<seed>`` for a seed other than 0."""
+        return f"{self.dataset}-{self.model}-{self.strategy}" + (f"-s{self.seed}" if self.seed else "")
 
     @property
     def freeze(self) -> str:
@@ -67,7 +69,8 @@ class StudyRun:
         if self.freeze != AUTO:
             common = without_flags(common, AUTO_FLAGS)
         return [*common, "--model", self.model, "--weights", self.weights, "--data", self.data, "--freeze",
-                self.freeze, "--project", str(study_dir), "--name", self.name]  # last: the study's values win
+                self.freeze, "--seed", str(self.seed), "--project", str(study_dir),
+                "--name", self.name]  # last: the study's values win
 
 
 def flag_given(tokens: Sequence[str], flag: str) -> bool:
@@ -89,25 +92,26 @@ def without_flags(tokens: Sequence[str], flags: Sequence[str]) -> list[str]:
 
 
 def plan_study(models: Sequence[str], datasets: Sequence[str], strategies: Sequence[str],
-               weights: dict[str, str] | None = None) -> list[StudyRun]:
-    """Every dataset x model x strategy, in that nesting order.
+               weights: dict[str, str] | None = None, seeds: Sequence[int] = (0,)) -> list[StudyRun]:
+    """Every dataset x model x strategy x seed, in that nesting order.
 
     ``weights`` maps a model to its pretrained checkpoint (default: the official COCO weights ``<model>.pt``).
     Raises ValueError for an empty list, a repeated entry or a strategy that is neither ``scratch`` nor a
     ``--freeze`` value.
     """
-    for what, items in (("--models", models), ("--data", datasets), ("--strategies", strategies)):
+    for what, items in (("--models", models), ("--data", datasets), ("--strategies", strategies),
+                        ("--seeds", seeds)):
         if not items:
             raise ValueError(f"{what} is empty")
         if len(set(items)) != len(items):
-            raise ValueError(f"{what} {','.join(items)} names an entry twice")
+            raise ValueError(f"{what} {','.join(map(str, items))} names an entry twice")
     for strategy in strategies:
         if strategy not in (SCRATCH, AUTO) and strategy.lower() not in PRESETS and not _freeze_like(strategy):
             raise ValueError(f"--strategies {strategy!r}: use scratch, auto, a preset ({', '.join(PRESETS)}) or a "
                              f"--freeze value like 9 or 0-3")
     weights = weights or {}
-    return [StudyRun(data, model, strategy, "none" if strategy == SCRATCH else weights.get(model, f"{model}.pt"))
-            for data in datasets for model in models for strategy in strategies]
+    return [StudyRun(data, model, strategy, "none" if strategy == SCRATCH else weights.get(model, f"{model}.pt"), seed)
+            for data in datasets for model in models for strategy in strategies for seed in seeds]
 
 
 def _freeze_like(text: str) -> bool:
