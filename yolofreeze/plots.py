@@ -1,5 +1,5 @@
-"""Figures of a run (matplotlib, files only, no window): ``results.png`` from ``results.csv``, ``grad_norms.png``
-from ``grad_norms.csv``."""
+"""Figures (matplotlib, files only, no window): a run's ``results.png`` from ``results.csv`` and ``grad_norms.png``
+from ``grad_norms.csv``; a study's ``study_<dataset>_<model>.png`` and ``cams_<dataset>_<model>.png``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
+from .evaluation.detect import open_original  # noqa: E402
 from .freezing.gradnorm import ALL, TOTAL, block_epoch_means, read_grad_norms, summarize_grad_norms  # noqa: E402
 from .model import PARTS  # noqa: E402
 from .training.runs import read_results  # noqa: E402
@@ -169,3 +170,44 @@ def plot_study(rows: list[dict], out_path: str | Path, title: str) -> Path:
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
+
+
+def plot_cam_grid(images: list, maps: dict[str, list], out_path: str | Path, title: str) -> Path:
+    """Class-activation maps side by side: one row per image, one column per strategy, each cell the photo with
+    that run's map (jet, half transparent) and the image's ground-truth boxes (white); "no detection" where the run
+    found nothing.
+
+    Args:
+        images: ``ImageRecord``s (``path``, ``boxes (N, 4)`` xyxy original pixels).
+        maps: per strategy, one ``(H0, W0)`` map in [0, 1] (or None) per image.
+        out_path: the PNG to write.
+        title: the figure's title.
+    """
+    out_path = Path(out_path)
+    strategies = list(maps)
+    fig, axes = plt.subplots(len(images), len(strategies), figsize=(2.6 * len(strategies), 2.2 * len(images)),
+                             squeeze=False, constrained_layout=True)
+    for i, record in enumerate(images):
+        photo = np.asarray(open_original(record.path))
+        for j, strategy in enumerate(strategies):
+            ax = axes[i][j]
+            ax.imshow(photo)
+            cam = maps[strategy][i]
+            if cam is None:
+                ax.text(0.5, 0.5, "no detection", transform=ax.transAxes, ha="center", color="white",
+                        bbox={"facecolor": "black", "alpha": 0.6})
+            else:
+                ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            for x1, y1, x2, y2 in record.boxes.tolist():
+                ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(strategy)
+            if j == 0:
+                ax.set_ylabel(record.path.name, fontsize=7)
+    fig.suptitle(f"{title}: Grad-CAM of each run's top detection (white: ground truth)")
+    fig.savefig(out_path, dpi=90)
+    plt.close(fig)
+    return out_path
+

@@ -127,9 +127,15 @@ def test_a_killed_study_resumes_reports_and_then_skips(tiny, tmp_path):
     summaries = {p: p.stat().st_mtime_ns for p in study.glob("*/summary.json")}
     assert len(summaries) == 2
 
-    third = subprocess.run(argv, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    third = subprocess.run(argv + ["--cam", "2"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert third.returncode == 0 and third.stdout.count("already finished, skipped") == 2
     assert {p: p.stat().st_mtime_ns for p in study.glob("*/summary.json")} == summaries
+    # --cam 2: each run's best.pt explains its top detection on the same 2 val images; figure and column
+    assert (study / "cams_tiny_yolov8n.png").stat().st_size > 10_000
+    with open(study / "study.csv", newline="") as f:
+        energies = [float(r["cam_energy_in_gt"]) for r in csv.DictReader(f)]
+    assert len(energies) == 2 and all(0 <= e <= 1 for e in energies)
+    assert "CAM mass in ground truth" in (study / "study.md").read_text()
 
 
 def _row(strategy: str, map50: float, losses=(9.0, 6.0), grads=(10.0, 9.0, 8.0, 8.0, 7.0, 7.0, 6.0, 6.0, 5.0, 5.0)):
@@ -301,3 +307,14 @@ def test_over_seeds_the_report_gives_mean_and_std_and_marks_differences_beyond_t
 def test_seed_flags_are_checked(argv, message, tiny, tmp_path, capsys):
     assert study_main(["--data", str(tiny[0]), *argv, "--project", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cam_images_are_drawn_once_per_dataset_the_same_for_every_run(tiny):
+    from yolofreeze.data import read_dataset
+    from yolofreeze.study.cams import pick_images
+
+    records = read_dataset(tiny[0], "yolo").splits["val"]
+    first, again = pick_images(records, 3), pick_images(list(reversed(records)), 3)
+    assert [r.path for r in first] == [r.path for r in again] and len(first) == 3
+    assert len({r.path for r in first}) == 3 and len(pick_images(records, 100)) == len(records)
+

@@ -97,3 +97,32 @@ def test_torchrun_two_cpu_processes_train_with_rank0_files(demo_data, tmp_path):
     assert last["train"]["batches_per_epoch"] == 6
     rows = read_results(tmp_path / "runs" / "train" / "ddp" / "results.csv")
     assert rows["epoch"] == [1.0, 2.0] and all(v == v and v > 0 for v in rows["train/box_loss"])
+
+
+def test_a_kill_right_after_last_pt_never_loses_best_pt(demo_data, tmp_path):
+    """last.pt records the best fitness that best.pt holds, so best.pt is written first: a run killed just after
+    writing last.pt (before its results row) still has the best.pt that last.pt vouches for."""
+    import torch
+
+    from yolofreeze import build_model
+    from yolofreeze.data import read_dataset
+    from yolofreeze.training.optim import TrainConfig
+    from yolofreeze.training.trainer import Trainer
+
+    class Killed(Exception):
+        pass
+
+    class KilledAfterLast(Trainer):
+        def save_last(self, epoch, row):
+            path = super().save_last(epoch, row)
+            raise Killed
+
+    torch.manual_seed(0)
+    data = read_dataset(demo_data, "yolo")
+    trainer = KilledAfterLast(build_model("yolov8n", names=data.names), data,
+                              TrainConfig(epochs=2, batch=8, imgsz=64, warmup_epochs=0), tmp_path, workers=0,
+                              progress=False, grad_norms=False)
+    with pytest.raises(Killed):
+        trainer.fit()
+    last = torch.load(tmp_path / "weights" / "last.pt", weights_only=True)
+    assert last["train"]["best_epoch"] == 1 and (tmp_path / "weights" / "best.pt").is_file()

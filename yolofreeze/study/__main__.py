@@ -65,6 +65,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                         help="GPU ids, e.g. 0,1,2,3: one run per GPU (group) at a time; default one run at a time")
     parser.add_argument("--gpus-per-run", type=positive_int, default=1,
                         help="GPUs per run with --devices (more than 1: each run is a torchrun job)")
+    parser.add_argument("--cam", type=non_negative_int, default=None, metavar="N",
+                        help="after training, Grad-CAM of every run's best.pt on N validation images (seeded, the "
+                             "same for every run): a figure per dataset and model and a column in the report "
+                             "(default 0; --demo: 4)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan, each run's freeze audit and memory estimate; train nothing")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report of the finished runs")
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"study {study_dir}: {len(runs)} runs ({len(datasets)} datasets x {len(models)} models x "
           f"{len(runs) // (len(datasets) * len(models))} strategies)", flush=True)
     codes = {} if args.report_only else run_study(runs, study_dir, common, args.devices, args.gpus_per_run, say)
-    report = write_report(runs, study_dir)
+    report = write_report(runs, study_dir, args.cam or 0)
     print(report.markdown)
     print(f"\nreport: {study_dir / 'study.md'}, study.csv, plots: {', '.join(p.name for p in report.plots)}")
     failed = [name for name, code in codes.items() if code]

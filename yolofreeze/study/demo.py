@@ -8,7 +8,8 @@ A real transfer-learning experiment with nothing to download (minutes on a CPU: 
 2. **Target domain**: the ``field`` domain (:data:`yolofreeze.data.demo.FIELD`: rings, crosses and diamonds in
    other colours on a vegetation ground), generated deterministically into ``<datasets cache>/demo-field``.
 3. **The study**: ``scratch, none, fr1, fr2, fr3, auto`` on the target, starting from the source weights (scratch:
-   random), with the reference recipe at 160 px, batch 8, :data:`DEMO_EPOCHS` epochs, no early stopping.
+   random), with the reference recipe at 160 px, batch 8, :data:`DEMO_EPOCHS` epochs, no early stopping; then the
+   Grad-CAM maps of every run on :data:`DEMO_CAM_IMAGES` validation images.
 
 Flags given on the command line win over these settings (``--epochs``, ``--strategies``, ``--imgsz`` …).
 """
@@ -29,6 +30,7 @@ from .runner import STRATEGIES, flag_given
 DEMO_MODEL = "yolov8n"
 DEMO_EPOCHS = 8
 DEMO_STRATEGIES = (*STRATEGIES, "auto")
+DEMO_CAM_IMAGES = 4  # validation images whose class-activation maps the report draws per run
 DEMO_TRAINER_FLAGS = {"--imgsz": "160", "--batch": "8", "--patience": "0"}
 
 
@@ -73,6 +75,7 @@ def prepare_demo(args: argparse.Namespace, passthrough: list[str], say: Callable
     args.weights = args.weights or str(source_checkpoint(say))
     args.epochs = args.epochs or DEMO_EPOCHS
     args.strategies = args.strategies or ",".join(DEMO_STRATEGIES)
+    args.cam = DEMO_CAM_IMAGES if args.cam is None else args.cam
     args.name = args.name or "demo"
     if args.patience is None:
         args.patience = int(DEMO_TRAINER_FLAGS["--patience"])

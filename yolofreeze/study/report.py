@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from ..freezing.gradnorm import ALL, TOTAL, read_grad_norms
-from ..plots import plot_study
+from ..plots import plot_cam_grid, plot_study
 from ..training.runs import read_results
+from .cams import study_cams
 
 COLLAPSE_MAP50 = 0.05
 LOSS_FELL = 0.9
@@ -48,7 +49,7 @@ FORGETTING_GAP = 0.02
 FINE_TUNE = "none"
 CSV_COLUMNS = ("dataset", "model", "strategy", "seed", "status", "frozen_blocks", "trainable_params", "map50", "map50_95",
                "peak_memory_mb", "memory_source", "memory_saving_pct", "epochs_run", "best_epoch", "epoch_seconds",
-               "train_minutes", "grad_norm_mean", "grad_norm_cv", "flags", "freezes")
+               "train_minutes", "grad_norm_mean", "grad_norm_cv", "flags", "freezes", "cam_energy_in_gt")
 
 
 @dataclass
@@ -73,7 +74,8 @@ def collect_row(dataset: str, model: str, strategy: str, run_dir: Path, seed: in
            "frozen_blocks": "", "trainable_params": math.nan, "map50": math.nan, "map50_95": math.nan,
            "peak_memory_mb": math.nan, "memory_source": "", "memory_saving_pct": math.nan,
            "epochs_run": math.nan, "best_epoch": math.nan, "epoch_seconds": math.nan, "train_minutes": math.nan,
-           "grad_norm_mean": math.nan, "grad_norm_cv": math.nan, "flags": "", "freezes": "", "ap50": {},
+           "grad_norm_mean": math.nan, "grad_norm_cv": math.nan, "flags": "", "freezes": "",
+           "cam_energy_in_gt": math.nan, "ap50": {},
            "series": {"epochs": [], "map50": [], "train_loss": [], "grad_steps": [], "grad_total": [],
                       "freeze_epochs": [], "freeze_steps": []}}
     audit = _read_json(run_dir / "freeze_audit.json")
@@ -226,6 +228,12 @@ def format_markdown(rows: list[dict], study_dir: Path) -> str:
                           "|---|" + "---:|" * len(classes)]
                 lines += [f"| {_run_label(r, seeds)} | " + " | ".join(_cell(r["ap50"].get(c, math.nan))
                                                                      for c in classes) + " |" for r in group]
+            cams = [r for r in group if math.isfinite(r["cam_energy_in_gt"])]
+            if cams:
+                lines += ["", "Where the detector looks: the share of the Grad-CAM map of each run's top detection "
+                              "inside the ground-truth boxes, mean over the --cam images (0 where nothing was "
+                              "detected):", "", "| strategy | CAM mass in ground truth |", "|---|---:|"]
+                lines += [f"| {_run_label(r, seeds)} | {r['cam_energy_in_gt']:.3f} |" for r in cams]
             flagged = [(_run_label(r, seeds), flag) for r in group for flag in r["flags"].split("; ") if flag]
             lines += ["", "Diagnostics: " + ("none of the paper's failure signatures." if not flagged else "")]
             lines += [f"- **{strategy}**: {flag}" for strategy, flag in flagged]
@@ -286,12 +294,15 @@ def write_csv(rows: list[dict], path: Path) -> None:
                             + [f"{r['ap50'][c]:.6g}" if c in r["ap50"] else "" for c in classes])
 
 
-def write_report(runs: Sequence, study_dir: Path) -> Report:
-    """Collect every run of the plan (``StudyRun``-like: ``dataset``, ``model``, ``strategy``, ``name``), flag the
-    failure signatures, write ``study.csv``, ``study.md`` and one ``study_<dataset>_<model>.png`` per pair."""
+def write_report(runs: Sequence, study_dir: Path, cam: int = 0) -> Report:
+    """Collect every run of the plan (``StudyRun``-like: ``dataset``, ``model``, ``strategy``, ``seed``, ``name``),
+    flag the failure signatures, write ``study.csv``, ``study.md`` and one ``study_<dataset>_<model>.png`` per pair;
+    with ``cam`` images, the class-activation maps of every run (:mod:`yolofreeze.study.cams`): the
+    ``cam_energy_in_gt`` column and one ``cams_<dataset>_<model>.png`` per pair."""
     rows = [collect_row(run.dataset, run.model, run.strategy, study_dir / run.name, getattr(run, "seed", 0))
             for run in runs]
     add_savings(rows)
+    figures = study_cams(rows, runs, study_dir, cam) if cam else {}
     for found, flags in diagnose(rows).items():
         row = next(r for r in rows if key(r) == found)
         row["flags"] = "; ".join(flags)
@@ -305,4 +316,7 @@ def write_report(runs: Sequence, study_dir: Path) -> Report:
         shown = [r for r in group if r["seed"] == seeds[0]]  # one seed's curves; study.md has the spread
         title = f"{dataset} · {model}" + (f" (seed {seeds[0]} of {len(seeds)})" if len(seeds) > 1 else "")
         plots.append(plot_study(shown, study_dir / f"study_{dataset}_{model}.png", title))
+        if (dataset, model) in figures:
+            images, maps = figures[(dataset, model)]
+            plots.append(plot_cam_grid(images, maps, study_dir / f"cams_{dataset}_{model}.png", title))
     return Report(rows, markdown, plots)

@@ -416,13 +416,15 @@ class Trainer:
         return {column: row.get(column, math.nan) for column in results_columns(row)}
 
     def save_epoch(self, epoch: int, row: dict[str, float], best: EvalResult | None) -> None:
-        """After ``epoch`` (0-based): the gradient norms, ``last.pt``, ``best.pt`` when ``best`` (the epoch's
-        result, when it improved), then the ``results.csv`` row (a kill between them is repaired on resume)."""
+        """After ``epoch`` (0-based): the gradient norms, ``best.pt`` when ``best`` (the epoch's result, when it
+        improved), ``last.pt``, then the ``results.csv`` row. A kill between them is repaired on resume: before
+        ``last.pt`` the epoch is trained again (and ``best.pt`` rewritten), after it the row comes from ``last.pt``;
+        ``best.pt`` goes first because ``last.pt`` records the best fitness it holds."""
         if self.grad_norms:
             self.grad_norms.flush(self.grad_norms_path)
-        self.save_last(epoch, row)
         if best is not None:
             self.save_best(epoch, best)
+        self.save_last(epoch, row)
         append_results(self.run_dir / "results.csv", row)
 
     def log_epoch(self, epoch: int, row: dict[str, float], result: EvalResult, improved: bool) -> None:
