@@ -107,15 +107,17 @@ def plot_grad_norms(csv_path: str | Path, out_path: str | Path | None = None) ->
     return out_path
 
 
-def draw_block_heat_map(ax, fig, blocks: list[int], epochs: list[int], means) -> None:
-    """Blocks x epochs of the mean gradient norm (log colour scale; blank where a block was frozen): which blocks
-    still learn, epoch by epoch."""
-    ax.set(title="mean gradient norm per block and epoch (blank: frozen)", xlabel="epoch", ylabel="block")
+def draw_block_heat_map(ax, fig, blocks: list[int], epochs: list[int], means, limits: tuple[float, float] | None = None,
+                        title: str = "mean gradient norm per block and epoch (blank: frozen)") -> None:
+    """Blocks x epochs of the mean gradient norm (log colour scale, ``limits`` or the data's; blank where a block was
+    frozen): which blocks still learn, epoch by epoch."""
+    ax.set(title=title, xlabel="epoch", ylabel="block")
     finite = means[np.isfinite(means) & (means > 0)] if len(blocks) else []
     if not len(finite):
         return
+    low, high = limits or (float(finite.min()), float(finite.max()))
     image = ax.imshow(np.ma.masked_invalid(means), aspect="auto", cmap="viridis", origin="lower",
-                      norm=LogNorm(vmin=float(finite.min()), vmax=float(finite.max())), interpolation="nearest")
+                      norm=LogNorm(vmin=low, vmax=high), interpolation="nearest")
     ax.set_yticks(range(len(blocks)), [str(b) for b in blocks], fontsize=7)
     step = max(1, len(epochs) // 20)
     ax.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]])
@@ -207,6 +209,29 @@ def plot_cam_grid(images: list, maps: dict[str, list], out_path: str | Path, tit
             if j == 0:
                 ax.set_ylabel(record.path.name, fontsize=7)
     fig.suptitle(f"{title}: Grad-CAM of each run's top detection (white: ground truth)")
+    fig.savefig(out_path, dpi=90)
+    plt.close(fig)
+    return out_path
+
+
+def plot_study_blocks(rows: list[dict], out_path: str | Path, title: str) -> Path:
+    """One heat map per run (blocks x epochs of the mean gradient norm, one colour scale for all): which blocks
+    each strategy still trains, and how hard. ``rows`` carry ``series["block_norms"]``: ``(blocks, epochs,
+    means)`` from :func:`yolofreeze.freezing.gradnorm.block_epoch_means`."""
+    out_path = Path(out_path)
+    shown = [r for r in rows if r["series"].get("block_norms")]
+    values = np.concatenate([r["series"]["block_norms"][2].ravel() for r in shown]) if shown else np.array([])
+    values = values[np.isfinite(values) & (values > 0)]
+    limits = (float(values.min()), float(values.max())) if len(values) else None
+    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(3.2 * max(1, len(shown)), 5.5), squeeze=False,
+                             constrained_layout=True)
+    every = sorted({b for r in shown for b in r["series"]["block_norms"][0]})  # the same rows in every panel
+    for ax, row in zip(axes[0], shown):
+        blocks, epochs, means = row["series"]["block_norms"]
+        padded = np.full((len(every), len(epochs)), np.nan)
+        padded[[every.index(b) for b in blocks]] = means
+        draw_block_heat_map(ax, fig, every, epochs, padded, limits=limits, title=row["strategy"])
+    fig.suptitle(f"{title}: mean gradient L2 norm per block and epoch (blank: frozen or no parameters)")
     fig.savefig(out_path, dpi=90)
     plt.close(fig)
     return out_path

@@ -112,7 +112,7 @@ def test_a_killed_study_resumes_reports_and_then_skips(tiny, tmp_path):
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "tiny-yolov8n-scratch: resumed and finished" in again.stdout
     assert "tiny-yolov8n-fr2: finished" in again.stdout
-    for name in ("study.csv", "study.md", "study_tiny_yolov8n.png"):
+    for name in ("study.csv", "study.md", "study_tiny_yolov8n.png", "study_tiny_yolov8n_blocks.png"):
         assert (study / name).is_file() and (study / name).stat().st_size > 0, name
     with open(study / "study.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..freezing.gradnorm import ALL, TOTAL, read_grad_norms
-from ..plots import plot_cam_grid, plot_study
+from ..freezing.gradnorm import ALL, TOTAL, block_epoch_means, read_grad_norms
+from ..plots import plot_cam_grid, plot_study, plot_study_blocks
 from ..training.runs import read_results
 from .cams import study_cams
 
@@ -113,6 +113,7 @@ def collect_row(dataset: str, model: str, strategy: str, run_dir: Path, seed: in
     if norms_path.is_file():
         totals = [(r["step"], r["norm"]) for r in read_grad_norms(norms_path)
                   if r["block"] == ALL and r["part"] == TOTAL and math.isfinite(r["norm"])]
+        row["series"]["block_norms"] = block_epoch_means(norms_path)
         if totals:
             steps, values = zip(*totals)
             mean = float(np.mean(values))
@@ -296,7 +297,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def write_report(runs: Sequence, study_dir: Path, cam: int = 0) -> Report:
     """Collect every run of the plan (``StudyRun``-like: ``dataset``, ``model``, ``strategy``, ``seed``, ``name``),
-    flag the failure signatures, write ``study.csv``, ``study.md`` and one ``study_<dataset>_<model>.png`` per pair;
+    flag the failure signatures, write ``study.csv``, ``study.md`` and per pair ``study_<dataset>_<model>.png`` and
+    ``study_<dataset>_<model>_blocks.png`` (per-block gradient heat maps);
     with ``cam`` images, the class-activation maps of every run (:mod:`yolofreeze.study.cams`): the
     ``cam_energy_in_gt`` column and one ``cams_<dataset>_<model>.png`` per pair."""
     rows = [collect_row(run.dataset, run.model, run.strategy, study_dir / run.name, getattr(run, "seed", 0))
@@ -316,6 +318,7 @@ def write_report(runs: Sequence, study_dir: Path, cam: int = 0) -> Report:
         shown = [r for r in group if r["seed"] == seeds[0]]  # one seed's curves; study.md has the spread
         title = f"{dataset} · {model}" + (f" (seed {seeds[0]} of {len(seeds)})" if len(seeds) > 1 else "")
         plots.append(plot_study(shown, study_dir / f"study_{dataset}_{model}.png", title))
+        plots.append(plot_study_blocks(shown, study_dir / f"study_{dataset}_{model}_blocks.png", title))
         if (dataset, model) in figures:
             images, maps = figures[(dataset, model)]
             plots.append(plot_cam_grid(images, maps, study_dir / f"cams_{dataset}_{model}.png", title))
