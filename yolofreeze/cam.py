@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .cli import ArgumentParser, add_detection_options, entry_point
-from .data.records import IMAGE_ERRORS, IMAGE_SUFFIXES
+from .data.records import IMAGE_ERRORS
 from .evaluation.detect import draw_boxes, list_images, open_original
 from .explain.cam import (METHODS, TARGETS, check_request, default_layers, energy_in_boxes, explain_image, normalise,
                           peak)
@@ -62,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     add_detection_options(parser, conf=0.25)
     args = parser.parse_args(argv)
     images = list_images(args.source)
-    if not images:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.source}")
     model = load_model(args.weights).use_v10_head(args.v10_head).to(args.device)
     layers = layer_list(args.layers) or default_layers(model)
     check_request(model, layers, args.method, args.target)

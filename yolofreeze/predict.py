@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .cli import ArgumentParser, add_detection_options, entry_point
-from .data.records import IMAGE_ERRORS, IMAGE_SUFFIXES
+from .data.records import IMAGE_ERRORS
 from .evaluation.detect import draw_detections, list_images, predict_image
 from .weights.checkpoints import load_model
 
@@ -27,8 +27,6 @@ def main(argv: list[str] | None = None) -> int:
     add_detection_options(parser, conf=0.25)
     args = parser.parse_args(argv)
     images = list_images(args.source)
-    if not images:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.source}")
     model = load_model(args.weights).use_v10_head(args.v10_head).to(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

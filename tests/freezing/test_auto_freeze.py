@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,12 @@ import torch
 
 from yolofreeze import build_model
 from yolofreeze.data import read_dataset, write_demo_dataset
-from yolofreeze.freezing.cache import FeatureBatch, FeatureCache
+from yolofreeze.freezing.cache import FeatureCache
 from yolofreeze.freezing.plan import FreezePlan, block_of
 from yolofreeze.training.runs import read_results
-from yolofreeze.training.trainer import Trainer
-from yolofreeze.weights.checkpoints import load_checkpoint
 
 from auto_freeze_probe import AUTO, CONFIG  # beside this file (rootdir-relative imports)
+from watched_trainer import Watched, assert_same_run, killed_then_resumed
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = ROOT / "tests" / "freezing" / "auto_freeze_probe.py"
@@ -34,45 +34,6 @@ FROZEN = {0, 1, 2, 3}  # the ceiling (fr1), reached by the decision after epoch 
 @pytest.fixture(scope="module")
 def data_yaml(tmp_path_factory) -> Path:
     return write_demo_dataset(tmp_path_factory.mktemp("datasets") / "demo", n_train=16, n_val=4, size=64)
-
-
-class Interrupted(Exception):
-    pass
-
-
-class Watched(Trainer):
-    """Notes per epoch what requires gradients, what the optimiser holds and has state for, which blocks moved and
-    whether the batches came from the frozen-prefix cache; records every batch's losses; can stop like a killed
-    run after a given epoch (its checkpoint written)."""
-
-    stop_after: int | None = None
-
-    def train_epoch(self, epoch):
-        params = dict(self.model.named_parameters())
-        in_optimizer = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
-        before = {k: v.clone() for k, v in params.items()}
-        self.seen = getattr(self, "seen", {})
-        self.seen[epoch + 1] = {
-            "requires_grad": {block_of(n) for n, p in params.items() if p.requires_grad},
-            "in_optimizer": {block_of(n) for n, p in params.items() if id(p) in in_optimizer},
-            "with_state": {block_of(n) for n, p in params.items() if p in self.optimizer.state}}
-        row = super().train_epoch(epoch)
-        self.seen[epoch + 1]["moved"] = {block_of(n) for n, p in params.items() if not torch.equal(before[n], p)}
-        return row
-
-    def train_step(self, batch, epoch, index):
-        parts = super().train_step(batch, epoch, index)
-        self.losses = getattr(self, "losses", [])
-        self.losses.append(torch.stack([parts[k].detach().float() for k in ("box", "cls", "dfl")]))
-        self.from_cache = getattr(self, "from_cache", set())
-        if isinstance(batch, FeatureBatch):
-            self.from_cache.add(epoch + 1)
-        return parts
-
-    def save_epoch(self, epoch, row, best):
-        super().save_epoch(epoch, row, best)
-        if self.stop_after == epoch + 1:
-            raise Interrupted
 
 
 def make_trainer(data_yaml: Path, run_dir: Path, stop_after=None, cache=None) -> Watched:
@@ -136,19 +97,10 @@ def test_results_memory_and_summary_say_when_blocks_froze(uninterrupted):
 @pytest.mark.parametrize("stop_after", [2, 3])
 def test_a_run_killed_after_its_freeze_resumes_to_the_same_decisions_and_weights(stop_after, data_yaml,
                                                                                  uninterrupted, tmp_path):
-    killed = make_trainer(data_yaml, tmp_path / "run", stop_after=stop_after)
-    with pytest.raises(Interrupted):
-        killed.fit()
-    resumed = make_trainer(data_yaml, tmp_path / "run")
-    resumed.restore(load_checkpoint(tmp_path / "run" / "weights" / "last.pt"))
-    resumed.fit()
-    for epoch in resumed.seen:
-        assert resumed.seen[epoch] == uninterrupted.seen[epoch], epoch
-    ours, theirs = resumed.model.state_dict(), uninterrupted.model.state_dict()
-    worst = max((ours[k].double() - theirs[k].double()).abs().max().item() for k in ours if ours[k].is_floating_point())
-    assert worst <= 1e-6
+    resumed = killed_then_resumed(partial(make_trainer, data_yaml, tmp_path / "run"), stop_after)
+    assert set(resumed.seen) == set(range(stop_after + 1, EPOCHS + 1))
+    assert_same_run(resumed, uninterrupted)
     audit, reference = (json.loads(t.audit_path.read_text()) for t in (resumed, uninterrupted))
-    assert audit["integrity"] == reference["integrity"]
     assert [(d["epoch"], d["prefix_after"]) for d in audit["decisions"]] == [
         (d["epoch"], d["prefix_after"]) for d in reference["decisions"]]
     for ours_d, theirs_d in zip(audit["decisions"], reference["decisions"], strict=True):

@@ -5,18 +5,20 @@ learning rate asked for."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
 from yolofreeze import build_model
-from yolofreeze.weights.checkpoints import load_checkpoint
 from yolofreeze.data import read_dataset, write_demo_dataset
 from yolofreeze.freezing.plan import FreezePlan, block_of
 from yolofreeze.training.optim import GROUPS, TrainConfig, apply_schedule, lr_at
 from yolofreeze.training.runs import read_results
 from yolofreeze.training.trainer import Trainer
+
+from watched_trainer import Watched, assert_same_run, killed_then_resumed  # beside this file (rootdir imports)
 
 # 16 images, batches of 4, one step per batch, no warm-up: 4 SGD steps per epoch.
 CONFIG = TrainConfig(epochs=3, batch=4, nbs=4, imgsz=64, warmup_epochs=0)
@@ -29,37 +31,6 @@ WITH_WEIGHTS = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 18, 19, 21, 22}  # yol
 def data(tmp_path_factory):
     return read_dataset(write_demo_dataset(tmp_path_factory.mktemp("datasets") / "demo", n_train=16, n_val=4,
                                            size=64), "yolo")
-
-
-class Interrupted(Exception):
-    pass
-
-
-class Watched(Trainer):
-    """A trainer that notes, per epoch, what requires gradients, what the optimiser holds and has state for, and
-    which blocks' weights moved; it can stop like a killed run after a given epoch (its checkpoint written)."""
-
-    stop_after: int | None = None
-
-    def train_epoch(self, epoch):
-        params = dict(self.model.named_parameters())
-        in_optimizer = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
-        before = {k: v.clone() for k, v in params.items()}
-        self.seen = getattr(self, "seen", {})
-        self.seen[epoch + 1] = {
-            "requires_grad": {block_of(n) for n, p in params.items() if p.requires_grad},
-            "in_optimizer": {block_of(n) for n, p in params.items() if id(p) in in_optimizer},
-            "with_state": {block_of(n) for n, p in params.items() if p in self.optimizer.state},
-            "exactly": {n for n, p in params.items() if p.requires_grad} == {n for n, p in params.items()
-                                                                              if id(p) in in_optimizer}}
-        row = super().train_epoch(epoch)
-        self.seen[epoch + 1]["moved"] = {block_of(n) for n, p in params.items() if not torch.equal(before[n], p)}
-        return row
-
-    def save_epoch(self, epoch, row, best):
-        super().save_epoch(epoch, row, best)
-        if self.stop_after == epoch + 1:
-            raise Interrupted
 
 
 def make_trainer(data, run_dir: Path, stop_after=None) -> Watched:
@@ -138,20 +109,9 @@ def test_memory_json_measures_every_phase_and_reports_the_largest(uninterrupted)
 @pytest.mark.parametrize("stop_after", [1, 2])
 def test_a_run_interrupted_at_a_phase_boundary_resumes_to_the_same_weights(stop_after, data, uninterrupted,
                                                                            tmp_path):
-    killed = make_trainer(data, tmp_path / "run", stop_after=stop_after)
-    with pytest.raises(Interrupted):
-        killed.fit()
-    resumed = make_trainer(data, tmp_path / "run")
-    resumed.restore(load_checkpoint(tmp_path / "run" / "weights" / "last.pt"))
-    resumed.fit()
+    resumed = killed_then_resumed(partial(make_trainer, data, tmp_path / "run"), stop_after)
     assert set(resumed.seen) == set(range(stop_after + 1, 4))
-    for epoch in resumed.seen:
-        assert resumed.seen[epoch] == uninterrupted.seen[epoch], epoch
-    ours, theirs = resumed.model.state_dict(), uninterrupted.model.state_dict()
-    worst = max((ours[k].double() - theirs[k].double()).abs().max().item() for k in ours if ours[k].is_floating_point())
-    assert worst <= 1e-6
-    audit, reference = (json.loads(t.audit_path.read_text()) for t in (resumed, uninterrupted))
-    assert audit["integrity"] == reference["integrity"]
+    assert_same_run(resumed, uninterrupted)
 
 
 def test_lr_mult_groups_train_at_the_asked_rates(data, tmp_path):

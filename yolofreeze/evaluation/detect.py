@@ -19,12 +19,18 @@ PALETTE = [(255, 56, 56), (72, 249, 10), (0, 194, 255), (255, 157, 151), (146, 2
 
 
 def list_images(source: str | Path) -> list[Path]:
-    """An image file, or the image files of a directory (sorted, not recursive)."""
+    """An image file, or the image files of a directory (sorted, not recursive).
+
+    Raises FileNotFoundError when ``source`` does not exist or is a directory without images.
+    """
     source = Path(source)
     if source.is_file():
         return [source]
     if source.is_dir():
-        return sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {source}")
+        return images
     raise FileNotFoundError(f"source not found: {source}")
 
 
