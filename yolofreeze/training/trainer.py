@@ -347,7 +347,11 @@ class Trainer:
                                                                               warming, epoch + 1))
         if not observers:
             return None
-        return lambda params, norms, total: [observe(params, norms, total) for observe in observers]
+
+        def observe_all(params, norms, total):
+            for observe in observers:
+                observe(params, norms, total)
+        return observe_all
 
     def decide(self, epoch: int) -> None:
         """With ``--freeze auto``, after ``epoch`` (0-based; not the last): when an interval closed, rank 0 asks the
