@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--report-only", action="store_true", help="rebuild the report of the finished runs")
     parser.add_argument("--demo", action="store_true",
                         help="the offline miniature of the paper: pretrain on a generated source domain, then the "
-                             "study on a generated target domain (7 to 10 CPU minutes)")
+                             "study on a generated target domain (6 to 10 CPU minutes)")
     args, passthrough = parser.parse_known_args(argv)
     for flag in ("--model", "--freeze", "--project", "--name", "--resume", "--weights", "--seed"):
         if flag_given(passthrough, flag):
