@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     study_dir.mkdir(parents=True, exist_ok=True)
     print(f"study {study_dir}: {len(runs)} runs ({len(datasets)} datasets x {len(models)} models x "
-          f"{len(runs) // (len(datasets) * len(models))} strategies)", flush=True)
+          f"{len(strategies)} strategies x {len(args.seeds)} seeds)", flush=True)
     codes = {} if args.report_only else run_study(runs, study_dir, common, args.devices, args.gpus_per_run, say)
     report = write_report(runs, study_dir, args.cam or 0)
     print(report.markdown)
