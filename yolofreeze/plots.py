@@ -69,7 +69,8 @@ def plot_grad_norms(csv_path: str | Path, out_path: str | Path | None = None) ->
     """
     csv_path = Path(csv_path)
     out_path = Path(out_path) if out_path else csv_path.with_name("grad_norms.png")
-    rows = [r for r in read_grad_norms(csv_path) if r["block"] == ALL]
+    every_row = read_grad_norms(csv_path)
+    rows = [r for r in every_row if r["block"] == ALL]
     fig, axes = plt.subplot_mosaic([["curves", "curves"], ["blocks", "heat"]], figsize=(15, 9),
                                    constrained_layout=True)
     curves, blocks = axes["curves"], axes["blocks"]
@@ -100,7 +101,7 @@ def plot_grad_norms(csv_path: str | Path, out_path: str | Path | None = None) ->
     blocks.set(title="mean norm per trained block (labels: coefficient of variation)", xlabel="block",
                ylabel="mean L2 norm", yscale="log")
     blocks.grid(alpha=0.3, axis="y")
-    draw_block_heat_map(axes["heat"], fig, *block_epoch_means(csv_path))
+    draw_block_heat_map(axes["heat"], fig, *block_epoch_means(every_row))
     fig.suptitle(f"{csv_path.parent.name}: gradient norms")
     fig.savefig(out_path, dpi=100)
     plt.close(fig)

@@ -98,7 +98,7 @@ def test_summary_is_mean_std_and_cv_over_steps(tmp_path):
 
 
 def test_block_epoch_means_are_per_block_per_epoch_with_frozen_cells_empty(tmp_path):
-    from yolofreeze.freezing.gradnorm import block_epoch_means
+    from yolofreeze.freezing.gradnorm import block_epoch_means, read_grad_norms
     from yolofreeze.plots import plot_grad_norms
 
     path = tmp_path / "grad_norms.csv"
@@ -106,7 +106,7 @@ def test_block_epoch_means_are_per_block_per_epoch_with_frozen_cells_empty(tmp_p
                     "1,1,0,backbone,2\n1,1,9,backbone,4\n1,1,all,total,5\n"
                     "2,1,0,backbone,4\n2,1,9,backbone,inf\n2,1,all,total,5\n"
                     "3,2,9,backbone,1\n3,2,all,total,1\n")  # block 0 frozen in epoch 2
-    blocks, epochs, means = block_epoch_means(path)
+    blocks, epochs, means = block_epoch_means(read_grad_norms(path))
     assert blocks == [0, 9] and epochs == [1, 2]
     assert means[0, 0] == pytest.approx(3.0) and math.isnan(means[0, 1])
     assert means[1, 0] == pytest.approx(4.0) and means[1, 1] == pytest.approx(1.0)  # inf left out

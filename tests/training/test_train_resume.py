@@ -114,7 +114,7 @@ def test_a_kill_right_after_last_pt_never_loses_best_pt(demo_data, tmp_path):
 
     class KilledAfterLast(Trainer):
         def save_last(self, epoch, row):
-            path = super().save_last(epoch, row)
+            super().save_last(epoch, row)
             raise Killed
 
     torch.manual_seed(0)

@@ -3,6 +3,7 @@ pixels; draw them (the command line is :mod:`yolofreeze.predict`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,16 +35,31 @@ def list_images(source: str | Path) -> list[Path]:
     raise FileNotFoundError(f"source not found: {source}")
 
 
+class Letterboxed(NamedTuple):
+    """An image file as the model sees it: ``x (1, 3, H, W)`` float in [0, 1] on the model's device, and the
+    letterbox (``gain``, ``pad``) that maps original pixels ``(h0, w0) = orig_hw`` onto it."""
+
+    x: torch.Tensor
+    gain: tuple[float, float]
+    pad: tuple[float, float]
+    orig_hw: tuple[int, int]
+
+
+def letterboxed_input(path: Path, imgsz: int, device: torch.device) -> Letterboxed:
+    """Decode, resize and letterbox ``path`` as the reference does (square ``imgsz`` canvas)."""
+    resized, orig_hw = load_image(path, imgsz)
+    canvas, gain, pad = letterbox_from_original(resized, orig_hw, imgsz)
+    x = torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1)))[None].to(device).float() / 255
+    return Letterboxed(x, gain, pad, orig_hw)
+
+
 @torch.no_grad()
 def predict_image(model: YOLO, path: Path, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
                   max_det: int = 300) -> torch.Tensor:
     """Detections ``(N, 6)``: ``x1, y1, x2, y2`` in original-image pixels, score, class index."""
-    resized, (h0, w0) = load_image(path, imgsz)
-    canvas, gain, pad = letterbox_from_original(resized, (h0, w0), imgsz)
-    device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1)))[None].to(device).float() / 255
-    det = postprocess(model(x), model.nms_free, conf=conf, iou=iou, max_det=max_det)[0].cpu()
-    det[:, :4] = unletterbox_boxes(det[:, :4], gain, pad, (h0, w0))
+    image = letterboxed_input(path, imgsz, next(model.parameters()).device)
+    det = postprocess(model(image.x), model.nms_free, conf=conf, iou=iou, max_det=max_det)[0].cpu()
+    det[:, :4] = unletterbox_boxes(det[:, :4], image.gain, image.pad, image.orig_hw)
     return det
 
 

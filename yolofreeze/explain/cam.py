@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..boxes import unletterbox_boxes, xywh2xyxy
-from ..data.loader import letterbox_from_original, load_image
+from ..evaluation.detect import letterboxed_input
 from ..evaluation.postprocess import postprocess
 from ..model import YOLO
 
@@ -153,6 +153,14 @@ def check_request(model: YOLO, layers: Sequence[int], method: str, target: str) 
                          f"0-{len(model.blocks) - 2}")
 
 
+def _combine(per_layer: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Maps ``(h, w)`` of several blocks → one ``size`` map in [0, 1]: each normalised, resized (bilinear), then
+    averaged and normalised again."""
+    resized = [F.interpolate(normalise(m)[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+               for m in per_layer]
+    return normalise(torch.stack(resized).mean(0))
+
+
 def layer_maps(model: YOLO, x: torch.Tensor, layers: Sequence[int], method: str, target: str, conf: float,
                iou: float = 0.7, max_det: int = 300) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Detections ``(N, 6)`` in input pixels of one letterboxed image ``x (1, 3, H, W)`` in [0, 1], and for each
@@ -171,19 +179,17 @@ def layer_maps(model: YOLO, x: torch.Tensor, layers: Sequence[int], method: str,
             pred = pred[0] if isinstance(pred, (tuple, list)) else pred
             detections = postprocess(pred.detach(), model.nms_free, conf=conf, iou=iou, max_det=max_det)[0]
             outputs = [kept.outputs[i] for i in layers]
-            maps = []
-            for row in detections:
-                if method == "eigencam":
-                    per_layer = [torch.relu(eigencam(a[0].detach())) for a in outputs]
-                else:
+            if method == "eigencam":  # no gradient, no target: one map serves every detection
+                shared = _combine([torch.relu(eigencam(a[0].detach())) for a in outputs], x.shape[-2:])
+                maps = [shared] * len(detections)
+            else:
+                combine = gradcam if method == "gradcam" else gradcam_plus_plus
+                maps = []
+                for row in detections:
                     value = target_value(pred[0], anchor_of(pred[0].detach(), row), int(row[5]), target)
                     grads = torch.autograd.grad(value, outputs, retain_graph=True, allow_unused=True)
-                    combine = gradcam if method == "gradcam" else gradcam_plus_plus
-                    per_layer = [combine(a[0].detach(), torch.zeros_like(a[0]) if g is None else g[0])
-                                 for a, g in zip(outputs, grads, strict=True)]
-                resized = [F.interpolate(normalise(m)[None, None].float(), size=x.shape[-2:], mode="bilinear",
-                                         align_corners=False)[0, 0] for m in per_layer]
-                maps.append(normalise(torch.stack(resized).mean(0)))
+                    maps.append(_combine([combine(a[0].detach(), torch.zeros_like(a[0]) if g is None else g[0])
+                                          for a, g in zip(outputs, grads, strict=True)], x.shape[-2:]))
     finally:
         kept.remove()
     return detections.detach(), maps
@@ -193,16 +199,13 @@ def explain_image(model: YOLO, path, imgsz: int = 640, layers: Sequence[int] | N
                   method: str = "gradcam", target: str = "class", conf: float = 0.25, iou: float = 0.7,
                   max_det: int = 300) -> Explained:
     """The detections of an image file and their maps on the original image (see :func:`layer_maps`)."""
-    resized, (h0, w0) = load_image(path, imgsz)
-    canvas, gain, pad = letterbox_from_original(resized, (h0, w0), imgsz)
-    device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1)))[None].to(device).float() / 255
-    detections, maps = layer_maps(model, x, list(layers) if layers else default_layers(model), method, target,
-                                  conf, iou, max_det)
+    image = letterboxed_input(path, imgsz, next(model.parameters()).device)
+    detections, maps = layer_maps(model, image.x, list(layers) if layers else default_layers(model), method,
+                                  target, conf, iou, max_det)
     detections = detections.cpu().clone()
-    detections[:, :4] = unletterbox_boxes(detections[:, :4], gain, pad, (h0, w0))
-    originals = [normalise(unletterbox_map(m.cpu(), gain, pad, (h0, w0))).numpy() for m in maps]
-    return Explained(detections, originals, gain, pad)
+    detections[:, :4] = unletterbox_boxes(detections[:, :4], image.gain, image.pad, image.orig_hw)
+    originals = [normalise(unletterbox_map(m.cpu(), image.gain, image.pad, image.orig_hw)).numpy() for m in maps]
+    return Explained(detections, originals, image.gain, image.pad)
 
 
 def peak(cam: np.ndarray) -> tuple[int, int]:

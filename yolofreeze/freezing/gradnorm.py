@@ -128,11 +128,12 @@ def summarize_grad_norms(path: str | Path) -> dict[str, dict[str, float]]:
     return summary
 
 
-def block_epoch_means(path: str | Path) -> tuple[list[int], list[int], np.ndarray]:
-    """Each block's mean gradient norm per epoch from ``grad_norms.csv``: ``(blocks, epochs, means (B, E))``, NaN
-    where a block had no finite norm in an epoch (frozen then, or without parameters)."""
+def block_epoch_means(rows: list[dict]) -> tuple[list[int], list[int], np.ndarray]:
+    """Each block's mean gradient norm per epoch from the rows of ``grad_norms.csv`` (:func:`read_grad_norms`):
+    ``(blocks, epochs, means (B, E))``, NaN where a block had no finite norm in an epoch (frozen then, or without
+    parameters)."""
     sums: dict[tuple[int, int], list[float]] = defaultdict(list)
-    for row in read_grad_norms(path):
+    for row in rows:
         if row["block"] != ALL and math.isfinite(row["norm"]):
             sums[(int(row["block"]), row["epoch"])].append(row["norm"])
     blocks = sorted({b for b, _ in sums})

@@ -284,7 +284,7 @@ class FreezePlan:
     @property
     def label(self) -> str:
         """Short text of the frozen blocks: ``"none"``, ``"0-8"`` or ``"0, 3, 5"``."""
-        return _label(self.frozen)
+        return blocks_label(self.frozen)
 
     def trainable(self, name: str) -> bool:
         """Whether the parameter ``name`` (e.g. ``"model.3.conv.weight"``) trains under this plan."""
@@ -389,18 +389,18 @@ def format_audit(audit: dict) -> str:
         lines.append(AutoRule.from_dict(audit["auto"]).describe())
     for phase in audit.get("unfreeze", []):
         lines.append(f"after epoch {phase['after_epochs']}: frozen blocks become "
-                     f"{_label(phase['frozen_blocks'])} (newly trainable parameters start with fresh optimiser state)")
+                     f"{blocks_label(phase['frozen_blocks'])} (newly trainable parameters start with fresh optimiser state)")
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _label(frozen) -> str:
-    """``"none"``, ``"0-8"`` or ``"0, 3, 5"`` for a set of block indices."""
+def blocks_label(frozen, separator: str = ", ") -> str:
+    """``"none"``, ``"0-8"`` or ``"0, 3, 5"`` (``separator`` between the numbers) for a set of block indices."""
     blocks = sorted(frozen)
     if not blocks:
         return "none"
     if blocks == list(range(blocks[0], blocks[-1] + 1)):
         return f"{blocks[0]}-{blocks[-1]}" if len(blocks) > 1 else str(blocks[0])
-    return ", ".join(map(str, blocks))
+    return separator.join(map(str, blocks))
 
 
 def _preset_count(preset: str, model: YOLO) -> int:

@@ -55,6 +55,7 @@ def study_cams(rows: list[dict], runs: Sequence, study_dir: Path, count: int) ->
     ``cam_energy_in_gt`` set (every seed). ``runs`` are the plan's ``StudyRun``s, ``rows`` the report's rows."""
     figures: dict[tuple[str, str], tuple] = {}
     images_of: dict[str, list[ImageRecord]] = {}
+    first_seed = min(r.seed for r in runs)
     for run in runs:
         if run.data not in images_of:
             images_of[run.data] = pick_images(resolve_dataset(run.data).splits["val"], count)
@@ -65,7 +66,6 @@ def study_cams(rows: list[dict], runs: Sequence, study_dir: Path, count: int) ->
         row = next(r for r in rows if (r["dataset"], r["model"], r["strategy"], r["seed"]) ==
                    (run.dataset, run.model, run.strategy, run.seed))
         row["cam_energy_in_gt"] = energy
-        first_seed = min(r.seed for r in runs)
         if run.seed == first_seed:
             figures.setdefault((run.dataset, run.model), (images_of[run.data], {}))[1][run.strategy] = maps
     return figures

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..freezing.gradnorm import ALL, TOTAL, block_epoch_means, read_grad_norms
+from ..freezing.plan import blocks_label
 from ..plots import plot_cam_grid, plot_study, plot_study_blocks
 from ..training.runs import read_results
 from .cams import study_cams
@@ -82,7 +83,7 @@ def collect_row(dataset: str, model: str, strategy: str, run_dir: Path, seed: in
     if audit:
         phases = audit.get("integrity", {}).get("phases")
         blocks = phases[-1]["frozen_blocks"] if phases else audit["frozen_blocks"]  # at the end of training
-        row["frozen_blocks"] = _blocks_label(blocks)
+        row["frozen_blocks"] = blocks_label(blocks, separator=",")
         row["trainable_params"] = sum(b["params"] for b in audit["blocks"] if b["index"] not in blocks)
         freezes = [d for d in audit.get("decisions", []) if d["prefix_after"] > d["prefix_before"]]
         if audit.get("auto"):
@@ -111,22 +112,16 @@ def collect_row(dataset: str, model: str, strategy: str, run_dir: Path, seed: in
         row.update(peak_memory_mb=memory["estimated_total_bytes"] / 2**20, memory_source="step estimate")
     norms_path = run_dir / "grad_norms.csv"
     if norms_path.is_file():
-        totals = [(r["step"], r["norm"]) for r in read_grad_norms(norms_path)
+        norms = read_grad_norms(norms_path)
+        totals = [(r["step"], r["norm"]) for r in norms
                   if r["block"] == ALL and r["part"] == TOTAL and math.isfinite(r["norm"])]
-        row["series"]["block_norms"] = block_epoch_means(norms_path)
+        row["series"]["block_norms"] = block_epoch_means(norms)
         if totals:
             steps, values = zip(*totals)
             mean = float(np.mean(values))
             row.update(grad_norm_mean=mean, grad_norm_cv=float(np.std(values)) / mean if mean > 0 else math.nan)
             row["series"].update(grad_steps=list(steps), grad_total=list(values))
     return row
-
-
-def _blocks_label(blocks: list[int]) -> str:
-    """``"0-8"``, ``"0,3,5"`` or ``"none"``."""
-    if blocks and blocks == list(range(blocks[0], blocks[-1] + 1)):
-        return f"{blocks[0]}-{blocks[-1]}" if len(blocks) > 1 else str(blocks[0])
-    return ",".join(map(str, blocks)) or "none"
 
 
 def key(row: dict) -> tuple[str, str, str, int]:
