@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..cli import ArgumentParser, default_device, device, image_size, non_negative_int, positive_int
 from ..data import DatasetInfo, check_dataset, format_report, resolve_dataset
+from ..freezing.auto import WARMUP
 from ..freezing.cache import DTYPES, MODES, estimate_run_cache
 from ..freezing.plan import BN_MODES, FreezePlan, format_audit
 from ..model import YOLO, build_model, with_class_names
@@ -132,7 +133,7 @@ def train_parser(prog: str = "train.py", description: str | None = None) -> argp
     parser.add_argument("--auto-threshold", default="median", metavar="median|X",
                         help="--freeze auto: a block freezes when its gradient's relative change between intervals is "
                              "below the median of the trainable blocks' (AutoFreeze) or below X")
-    parser.add_argument("--auto-warmup", choices=("skip", "relative"), default="skip",
+    parser.add_argument("--auto-warmup", choices=WARMUP, default="skip",
                         help="--freeze auto during warm-up: skip (no evidence while the lr ramps) or relative (decide "
                              "on each block's share of the gradient, where the schedule's change cancels)")
     parser.add_argument("--grad-norms", choices=("on", "off"), default="on",
