@@ -92,9 +92,38 @@ def test_summary_is_mean_std_and_cv_over_steps(tmp_path):
                     "3,2,9,backbone,2\n3,2,all,backbone,2\n3,2,all,total,1\n")
     summary = summarize_grad_norms(path)
     assert list(summary) == ["total", "backbone", "block 9"]
-    assert summary["total"] == pytest.approx({"mean": 3.0, "std": 2.0, "cv": 2 / 3, "steps": 2})  # inf left out
+    assert summary["total"] == pytest.approx({"mean": 3.0, "std": 2.0, "cv": 2 / 3, "cv_epochs": 2 / 3, "steps": 2,
+                                              "epochs": 2})  # inf left out; one step per epoch: both CVs agree
     assert summary["backbone"]["mean"] == pytest.approx(2.0)
     assert summary["backbone"]["std"] == pytest.approx(math.sqrt(2 / 3))
+
+
+def _total_rows(epochs_of_norms: list[list[float]]) -> str:
+    """grad_norms.csv text with only total rows: epoch k (1-based) has the norms ``epochs_of_norms[k - 1]``."""
+    rows, step = ["step,epoch,block,part,norm"], 0
+    for epoch, norms in enumerate(epochs_of_norms, start=1):
+        for norm in norms:
+            step += 1
+            rows.append(f"{step},{epoch},all,total,{norm}")
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize("series, cv_steps, cv_epochs", [
+    ([[1, 3], [1, 3], [1, 3]], 0.5, 0.0),  # noise, no trend: every epoch means 2
+    ([[1, 1], [3, 3]], 0.5, 0.5),  # trend, no noise: both see it
+    ([[4, 4, 4, 4], [2, 2, 2, 2], [1, 1]], 1.2 / 2.6, math.sqrt(14 / 9) / (7 / 3)),  # decay, short epoch
+    ([[2, 2], [2, 2]], 0.0, 0.0),
+])
+def test_cv_over_steps_and_over_epochs_on_crafted_series(tmp_path, series, cv_steps, cv_epochs):
+    """CV steps: std / mean of every step's norm; CV epochs: of the per-epoch means (each epoch counts once,
+    however many steps it has). Expected values by hand: e.g. the decay series, steps 4,4,4,4,2,2,2,2,1,1: mean 2.6,
+    variance (4 * 1.96 + 4 * 0.36 + 2 * 2.56) / 10 = 1.44; epoch means 4, 2, 1: mean 7/3, variance 14/9."""
+    path = tmp_path / "grad_norms.csv"
+    path.write_text(_total_rows(series))
+    total = summarize_grad_norms(path)["total"]
+    assert total["cv"] == pytest.approx(cv_steps, abs=1e-12)
+    assert total["cv_epochs"] == pytest.approx(cv_epochs, abs=1e-12)
+    assert total["epochs"] == len(series) and total["steps"] == sum(map(len, series))
 
 
 def test_block_epoch_means_are_per_block_per_epoch_with_frozen_cells_empty(tmp_path):

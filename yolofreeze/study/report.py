@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..freezing.gradnorm import ALL, TOTAL, block_epoch_means, read_grad_norms
+from ..freezing.gradnorm import ALL, TOTAL, block_epoch_means, coefficient_of_variation, epoch_means, read_grad_norms
 from ..freezing.plan import blocks_label
 from ..plots import plot_cam_grid, plot_study, plot_study_blocks
 from ..training.runs import read_results
@@ -50,7 +50,7 @@ FORGETTING_GAP = 0.02
 FINE_TUNE = "none"
 CSV_COLUMNS = ("dataset", "model", "strategy", "seed", "status", "frozen_blocks", "trainable_params", "map50", "map50_95",
                "peak_memory_mb", "memory_source", "memory_saving_pct", "epochs_run", "best_epoch", "epoch_seconds",
-               "train_minutes", "grad_norm_mean", "grad_norm_cv", "flags", "freezes", "cam_energy_in_gt")
+               "train_minutes", "grad_norm_mean", "grad_norm_cv", "grad_norm_cv_epochs", "flags", "freezes", "cam_energy_in_gt")
 
 
 @dataclass
@@ -75,7 +75,7 @@ def collect_row(dataset: str, model: str, strategy: str, run_dir: Path, seed: in
            "frozen_blocks": "", "trainable_params": math.nan, "map50": math.nan, "map50_95": math.nan,
            "peak_memory_mb": math.nan, "memory_source": "", "memory_saving_pct": math.nan,
            "epochs_run": math.nan, "best_epoch": math.nan, "epoch_seconds": math.nan, "train_minutes": math.nan,
-           "grad_norm_mean": math.nan, "grad_norm_cv": math.nan, "flags": "", "freezes": "",
+           "grad_norm_mean": math.nan, "grad_norm_cv": math.nan, "grad_norm_cv_epochs": math.nan, "flags": "", "freezes": "",
            "cam_energy_in_gt": math.nan, "ap50": {},
            "series": {"epochs": [], "map50": [], "train_loss": [], "grad_steps": [], "grad_total": [],
                       "freeze_epochs": [], "freeze_steps": []}}
@@ -113,13 +113,13 @@ def collect_row(dataset: str, model: str, strategy: str, run_dir: Path, seed: in
     norms_path = run_dir / "grad_norms.csv"
     if norms_path.is_file():
         norms = read_grad_norms(norms_path)
-        totals = [(r["step"], r["norm"]) for r in norms
+        totals = [(r["step"], r["epoch"], r["norm"]) for r in norms
                   if r["block"] == ALL and r["part"] == TOTAL and math.isfinite(r["norm"])]
         row["series"]["block_norms"] = block_epoch_means(norms)
         if totals:
-            steps, values = zip(*totals)
-            mean = float(np.mean(values))
-            row.update(grad_norm_mean=mean, grad_norm_cv=float(np.std(values)) / mean if mean > 0 else math.nan)
+            steps, epochs, values = zip(*totals)
+            row.update(grad_norm_mean=float(np.mean(values)), grad_norm_cv=coefficient_of_variation(values),
+                       grad_norm_cv_epochs=coefficient_of_variation(epoch_means(epochs, values)))
             row["series"].update(grad_steps=list(steps), grad_total=list(values))
     return row
 
@@ -194,7 +194,9 @@ def format_markdown(rows: list[dict], study_dir: Path) -> str:
              "mAP from pycocotools on the val split at the best epoch (fitness 0.1 mAP50 + 0.9 mAP50-95). Peak "
              "memory: CUDA peak reserved over training on a GPU, else the measured step breakdown (parameters + "
              "gradients + optimiser state + saved activations). Saving: less peak memory than fine-tuning (none). "
-             "Gradient norm: total L2 norm per optimiser step before clipping, mean and coefficient of variation. "
+             "Gradient norm: total L2 norm per optimiser step before clipping; its mean, and its coefficient of variation "
+             "(std / mean) two ways: CV steps over every step (mini-batch noise and trend), CV epochs over the "
+             "per-epoch means (the trend across training; this project's reading of the layer-freezing paper's CV). "
              "Frozen blocks and trainable parameters at the end of training; auto: the prefix it ended with, and "
              "when each prefix froze (0-3@6: blocks 0-3 frozen from epoch 6).",
              ""]
@@ -206,18 +208,18 @@ def format_markdown(rows: list[dict], study_dir: Path) -> str:
             if len(seeds) > 1:
                 lines += format_over_seeds(group, seeds) + ["", "Each run:", ""]
             lines += ["| strategy | frozen blocks | trainable params | mAP50 | mAP50-95 | peak memory MiB | saving | "
-                      "epochs (best) | s/epoch | train min | grad norm mean | grad norm CV | status |",
-                      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+                      "epochs (best) | s/epoch | train min | grad norm mean | CV steps | CV epochs | status |",
+                      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
             for r in group:
                 saving = (f"{round(r['memory_saving_pct'], 1) + 0.0:.1f}%"  # + 0.0: never "-0.0%"
                           if math.isfinite(r["memory_saving_pct"]) else "-")
                 epochs = "-" if not math.isfinite(float(r["epochs_run"])) else f"{r['epochs_run']} ({r['best_epoch']})"
-                cv = f"{100 * r['grad_norm_cv']:.0f}%" if math.isfinite(r["grad_norm_cv"]) else "-"
                 frozen = _cell(r["frozen_blocks"]) + (f" ({r['freezes']})" if r["freezes"] else "")
                 lines.append(f"| {_run_label(r, seeds)} | {frozen} | {_cell(r['trainable_params'])} | "
                              f"{_cell(r['map50'])} | {_cell(r['map50_95'])} | {_cell(r['peak_memory_mb'], 1)} | "
                              f"{saving} | {epochs} | {_cell(r['epoch_seconds'], 1)} | {_cell(r['train_minutes'], 1)} | "
-                             f"{_cell(r['grad_norm_mean'], 2)} | {cv} | {r['status']} |")
+                             f"{_cell(r['grad_norm_mean'], 2)} | {_percent(r['grad_norm_cv'])} | "
+                             f"{_percent(r['grad_norm_cv_epochs'])} | {r['status']} |")
             classes = list(dict.fromkeys(name for r in group for name in r["ap50"]))
             if classes:
                 lines += ["", "AP@50 per class:", "", "| strategy | " + " | ".join(classes) + " |",
@@ -252,17 +254,18 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def format_over_seeds(group: list[dict], seeds: list[int]) -> list[str]:
     """The table of one dataset and model over ``seeds``: per strategy the mean ± std of mAP50, mAP50-95 and the
-    gradient-norm CV, the mean training minutes, and mAP50's difference to fine-tuning's mean, marked ``*`` when it
+    gradient-norm CVs (over steps and over epochs), the mean training minutes, and mAP50's difference to fine-tuning's mean, marked ``*`` when it
     exceeds the spread (larger than the two standard deviations added)."""
     lines = [f"Over seeds {', '.join(map(str, seeds))} (mean ± sample std; `*`: the mAP50 difference to none exceeds "
              f"the two strategies' std added, i.e. more than the seeds' spread):", "",
-             "| strategy | runs | mAP50 | mAP50-95 | vs none mAP50 | train min | grad norm CV |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| strategy | runs | mAP50 | mAP50-95 | vs none mAP50 | train min | CV steps | CV epochs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     by_strategy = {s: [r for r in group if r["strategy"] == s] for s in dict.fromkeys(r["strategy"] for r in group)}
     reference = mean_std([r["map50"] for r in by_strategy.get(FINE_TUNE, [])])
     for strategy, runs in by_strategy.items():
         map50, map50_95 = mean_std([r["map50"] for r in runs]), mean_std([r["map50_95"] for r in runs])
         cv = mean_std([100 * r["grad_norm_cv"] for r in runs])
+        cv_epochs = mean_std([100 * r["grad_norm_cv_epochs"] for r in runs])
         minutes = mean_std([r["train_minutes"] for r in runs])[0]
         difference = "-"
         if strategy != FINE_TUNE and math.isfinite(map50[0]) and math.isfinite(reference[0]):
@@ -270,8 +273,12 @@ def format_over_seeds(group: list[dict], seeds: list[int]) -> list[str]:
             difference = f"{delta:+.3f}{'*' if abs(delta) > map50[1] + reference[1] else ''}"
         finished = sum(r["status"] == "finished" for r in runs)
         lines.append(f"| {strategy} | {finished}/{len(runs)} | {_pm(map50)} | {_pm(map50_95)} | {difference} | "
-                     f"{_cell(minutes, 1)} | {_pm(cv, 0, '%')} |")
+                     f"{_cell(minutes, 1)} | {_pm(cv, 0, '%')} | {_pm(cv_epochs, 0, '%')} |")
     return lines
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.0f}%" if math.isfinite(fraction) else "-"
 
 
 def _pm(pair: tuple[float, float], digits: int = 3, unit: str = "") -> str:
