@@ -9,7 +9,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "yolofreeze"
 COMMANDS = {"yolofreeze.convert", "yolofreeze.download", "yolofreeze.inspect", "yolofreeze.predict", "yolofreeze.check",
-            "yolofreeze.train", "yolofreeze.cam", "yolofreeze.study.__main__"}
+            "yolofreeze.train", "yolofreeze.cam", "yolofreeze.export",
+            "yolofreeze.study.__main__"}
 # wing → wings it must never import (the dependency direction of the house plan)
 FORBIDDEN = {
     "yolofreeze.nn": ("yolofreeze.model", "yolofreeze.weights", "yolofreeze.data", "yolofreeze.evaluation",
@@ -21,6 +22,7 @@ FORBIDDEN = {
     "yolofreeze.evaluation": ("yolofreeze.weights", "yolofreeze.freezing", "yolofreeze.training", "yolofreeze.study"),
     "yolofreeze.freezing": ("yolofreeze.evaluation", "yolofreeze.training", "yolofreeze.study"),
     "yolofreeze.training": ("yolofreeze.study", "yolofreeze.explain"),
+    "yolofreeze.deploy": ("yolofreeze.freezing", "yolofreeze.training", "yolofreeze.study", "yolofreeze.explain"),
     "yolofreeze.explain": ("yolofreeze.weights", "yolofreeze.freezing", "yolofreeze.training", "yolofreeze.study"),
 }
 

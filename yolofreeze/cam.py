@@ -26,6 +26,7 @@ from .data.records import IMAGE_ERRORS
 from .evaluation.detect import draw_boxes, list_images, open_original
 from .explain.cam import (METHODS, TARGETS, check_request, default_layers, energy_in_boxes, explain_image, normalise,
                           peak)
+from .deploy.runtime import is_onnx
 from .weights.checkpoints import load_model
 
 LOGGER = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/cam", help="output directory")
     add_detection_options(parser, conf=0.25)
     args = parser.parse_args(argv)
+    if is_onnx(args.weights):
+        raise ValueError(f"--weights {args.weights}: class-activation maps need the PyTorch model's gradients and "
+                         "blocks; give the .pt it was exported from")
     images = list_images(args.source)
     model = load_model(args.weights).use_v10_head(args.v10_head).to(args.device)
     layers = layer_list(args.layers) or default_layers(model)

@@ -21,6 +21,7 @@ from .nn import V10Detect
 EXIT_BAD_INPUT = 2
 EXIT_BROKEN_PIPE = 141  # what Unix tools killed by SIGPIPE report (`... | head`)
 IMAGE_STRIDE = 32
+DEFAULT_IMGSZ = 640
 
 # Errors that mean "the input is wrong" (missing or malformed files, bad values, no network): one line, exit 2.
 USER_ERRORS = (ValueError, OSError, yaml.YAMLError, pickle.UnpicklingError, EOFError)
@@ -114,15 +115,25 @@ def device(text: str) -> str:
     return text
 
 
-def add_detection_options(parser: argparse.ArgumentParser, conf: float) -> None:
-    """How ``eval.py`` and ``predict`` run a detector: ``--imgsz --conf --iou --max-det --v10-head --device``."""
-    parser.add_argument("--imgsz", type=image_size, default=640, help="long side of the input in pixels")
+def add_detection_options(parser: argparse.ArgumentParser, conf: float, onnx: bool = False) -> None:
+    """How ``eval.py``, ``predict`` and ``cam`` run a detector: ``--imgsz --conf --iou --max-det --v10-head --device``
+    (``onnx``: the command also runs ONNX exports, whose input size is their own: ``--imgsz`` defaults to None)."""
+    parser.add_argument("--imgsz", type=image_size, default=None if onnx else DEFAULT_IMGSZ,
+                        help=f"long side of the input in pixels (default {DEFAULT_IMGSZ}"
+                             + (", or an ONNX model's own)" if onnx else ")"))
     parser.add_argument("--conf", type=fraction, default=conf, help="confidence threshold")
     parser.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (YOLOv8, YOLOv10 one2many)")
     parser.add_argument("--max-det", type=positive_int, default=300, help="detections kept per image")
     parser.add_argument("--v10-head", choices=V10Detect.BRANCHES, default="one2one",
-                        help="YOLOv10 branch: one2one (NMS-free, the paper's) or one2many (+ NMS)")
-    parser.add_argument("--device", type=device, default=default_device(), help="cpu, cuda or cuda:N")
+                        help="YOLOv10 branch: one2one (NMS-free, the paper's) or one2many (+ NMS)"
+                             + ("; an ONNX model has the one it was exported with" if onnx else ""))
+    parser.add_argument("--device", type=device, default=default_device(),
+                        help="cpu, cuda or cuda:N" + (" (ONNX models run on the CPU)" if onnx else ""))
+    if onnx:
+        parser.add_argument("--threads", type=positive_int, default=None,
+                            help="onnxruntime threads for an ONNX model (default: all cores)")
+        parser.add_argument("--names", type=lambda text: [n.strip() for n in text.split(",")], default=None,
+                            help="class names a,b,c for an ONNX model without metadata")
 
 
 def default_device() -> str:

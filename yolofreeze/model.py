@@ -237,6 +237,11 @@ class YOLO(nn.Module):
         return self.head.stride
 
     @property
+    def device(self) -> torch.device:
+        """Where the parameters are."""
+        return next(self.parameters()).device
+
+    @property
     def is_v10(self) -> bool:
         """True for the NMS-free dual-assignment head."""
         return isinstance(self.head, V10Detect)

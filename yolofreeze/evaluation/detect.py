@@ -56,8 +56,10 @@ def letterboxed_input(path: Path, imgsz: int, device: torch.device) -> Letterbox
 @torch.no_grad()
 def predict_image(model: YOLO, path: Path, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
                   max_det: int = 300) -> torch.Tensor:
-    """Detections ``(N, 6)``: ``x1, y1, x2, y2`` in original-image pixels, score, class index."""
-    image = letterboxed_input(path, imgsz, next(model.parameters()).device)
+    """Detections ``(N, 6)``: ``x1, y1, x2, y2`` in original-image pixels, score, class index.
+
+    ``model``: a :class:`YOLO` or an ONNX runner (:class:`yolofreeze.deploy.runtime.OnnxDetector`)."""
+    image = letterboxed_input(path, imgsz, model.device)
     det = postprocess(model(image.x), model.nms_free, conf=conf, iou=iou, max_det=max_det)[0].cpu()
     det[:, :4] = unletterbox_boxes(det[:, :4], image.gain, image.pad, image.orig_hw)
     return det

@@ -122,6 +122,10 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
     """Run ``model`` (switched to eval mode) over ``records``: detections, time per image, unreadable records and,
     with ``criterion``, the validation loss (see :class:`Predictions`).
 
+    ``model``: a :class:`YOLO` or a runner with its inference interface (``model(x) -> (B, 4 + nc, A)``, ``nc``,
+    ``stride``, ``nms_free``, ``device``, ``eval()``), e.g. :class:`yolofreeze.deploy.runtime.OnnxDetector`; one
+    with a ``fixed_shape`` (a static export) gets square ``imgsz`` batches instead of rectangular ones.
+
     ``category_ids`` has one entry per model class: model class ``k`` is written as ``category_ids[k]``; a
     None entry drops the class before post-processing (its scores never compete for ``max_det``). YOLOv8 uses
     multi-label NMS (every class above ``conf`` may keep a box, as mAP evaluation expects); YOLOv10 uses the
@@ -142,9 +146,10 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
     kept_ids = [int(category_ids[k]) for k in kept]
     channels = None if len(kept) == model.nc else torch.tensor([0, 1, 2, 3] + [4 + k for k in kept])
     model.eval()
-    device = next(model.parameters()).device
+    device = model.device
+    fixed = getattr(model, "fixed_shape", None)  # a static ONNX export takes square imgsz input only
     loader = batches if batches is not None else build_dataloader(
-        records, imgsz=imgsz, batch=batch, rect=True, workers=workers, stride=max(32, int(model.stride.max())))
+        records, imgsz=imgsz, batch=batch, rect=fixed is None, workers=workers, stride=max(32, int(model.stride.max())))
     results, failed, totals = [], [], {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     loss_sums: dict[str, torch.Tensor] = {}
     scored_batches = 0

@@ -132,7 +132,10 @@ class Detect(nn.Module):
         return torch.cat((boxes, cls_logits.sigmoid()), 1)
 
     def anchors(self, raw: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``make_anchors`` for these map sizes, computed once per (sizes, device, dtype) and then reused."""
+        """``make_anchors`` for these map sizes, computed once per (sizes, device, dtype) and then reused; computed
+        afresh while being traced for export, so the exported graph derives them from the input's shape."""
+        if torch.jit.is_tracing():
+            return make_anchors(raw, self.stride)
         key = (tuple(r.shape[-2:] for r in raw), raw[0].device, raw[0].dtype)
         if self._anchor_cache is None or self._anchor_cache[0] != key:
             self._anchor_cache = (key, make_anchors(raw, self.stride))
