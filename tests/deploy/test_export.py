@@ -13,10 +13,11 @@ import onnx
 import pytest
 import torch
 
-from yolofreeze.data import resolve_dataset
+from yolofreeze.data import build_dataloader, resolve_dataset
 from yolofreeze.deploy import export as export_module
 from yolofreeze.deploy.export import calibration_images, export_onnx, quantize_int8, read_metadata
 from yolofreeze.deploy.runtime import OnnxDetector
+from yolofreeze.evaluation.detect import letterboxed_input
 from yolofreeze.evaluation.evaluate import evaluate
 from yolofreeze.export import main as export_main
 from yolofreeze.predict import main as predict_main
@@ -158,6 +159,27 @@ def test_eval_and_predict_on_onnx_equal_pt(cplid, cplid_oracle_weights, shared_d
         for da, db in zip(a["detections"], b["detections"]):
             assert da["class_id"] == db["class_id"] and math.isclose(da["score"], db["score"], abs_tol=2e-4)
             assert np.allclose(da["box_xyxy"], db["box_xyxy"], atol=0.05)
+
+
+def test_a_static_export_gets_photos_letterboxed_square_as_evaluation_does(cplid, shared_data, tmp_path):
+    _, static, _, info = cplid
+    records = info.splits["train"][:6]
+    images, unreadable = calibration_images([r.path for r in records], 256, len(records))
+    batches = build_dataloader(records, imgsz=256, batch=1, rect=False, workers=0)
+    expected = [b.images.float() / 255 for b in batches]
+    assert not unreadable and len(images) == len(expected) == 6
+    assert any(e.shape[-1] != e.shape[-2] for e in (r.x for r in map(_rect_input, records)))  # photos not square
+    for got, want in zip(images, expected, strict=True):
+        assert got.shape == (1, 3, 256, 256) and np.array_equal(got, want.numpy())
+    source = shared_data / "cplid-dev" / "images" / "val"
+    assert predict_main(["--weights", str(static), "--source", str(source), "--conf", "0.1",
+                         "--out", str(tmp_path / "pred")]) == 0
+    found = json.loads((tmp_path / "pred" / "detections.json").read_text())
+    assert len(found) == len(info.splits["val"]) and sum(len(e["detections"]) for e in found) > 0
+
+
+def _rect_input(record):
+    return letterboxed_input(record.path, 256, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")

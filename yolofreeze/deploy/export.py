@@ -173,13 +173,13 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: Sequ
 def calibration_images(paths: Sequence[Path], imgsz: int, count: int, seed: int = 0
                        ) -> tuple[list[np.ndarray], list[Path]]:
     """Up to ``count`` of ``paths`` (a seeded sample, the same for every call) as model inputs
-    ``(1, 3, imgsz, imgsz)`` float32 in [0, 1], preprocessed exactly as evaluation does; also the unreadable ones
-    (skipped)."""
+    ``(1, 3, imgsz, imgsz)`` float32 in [0, 1], letterboxed square as evaluation does a static export's input;
+    also the unreadable ones (skipped)."""
     order = np.random.default_rng(seed).permutation(len(paths))[:count]
     images, unreadable = [], []
     for k in sorted(order.tolist()):
         try:
-            images.append(letterboxed_input(paths[k], imgsz, torch.device("cpu")).x.numpy())
+            images.append(letterboxed_input(paths[k], imgsz, torch.device("cpu"), square=True).x.numpy())
         except IMAGE_ERRORS:
             unreadable.append(paths[k])
     return images, unreadable

@@ -45,10 +45,12 @@ class Letterboxed(NamedTuple):
     orig_hw: tuple[int, int]
 
 
-def letterboxed_input(path: Path, imgsz: int, device: torch.device) -> Letterboxed:
-    """Decode, resize and letterbox ``path`` as the reference does (square ``imgsz`` canvas)."""
+def letterboxed_input(path: Path, imgsz: int, device: torch.device, square: bool = False) -> Letterboxed:
+    """Decode, resize and letterbox ``path`` as the reference's prediction does: ``x (1, 3, H, W)`` in [0, 1], the
+    long side ``imgsz`` and the short side padded to the next multiple of 32, or with ``square`` to ``imgsz`` (what
+    a static export takes)."""
     resized, orig_hw = load_image(path, imgsz)
-    canvas, gain, pad = letterbox_from_original(resized, orig_hw, imgsz)
+    canvas, gain, pad = letterbox_from_original(resized, orig_hw, imgsz, shape=(imgsz, imgsz) if square else None)
     x = torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1)))[None].to(device).float() / 255
     return Letterboxed(x, gain, pad, orig_hw)
 
@@ -59,7 +61,7 @@ def predict_image(model: YOLO, path: Path, imgsz: int = 640, conf: float = 0.25,
     """Detections ``(N, 6)``: ``x1, y1, x2, y2`` in original-image pixels, score, class index.
 
     ``model``: a :class:`YOLO` or an ONNX runner (:class:`yolofreeze.deploy.runtime.OnnxDetector`)."""
-    image = letterboxed_input(path, imgsz, model.device)
+    image = letterboxed_input(path, imgsz, model.device, square=getattr(model, "fixed_shape", None) is not None)
     det = postprocess(model(image.x), model.nms_free, conf=conf, iou=iou, max_det=max_det)[0].cpu()
     det[:, :4] = unletterbox_boxes(det[:, :4], image.gain, image.pad, image.orig_hw)
     return det
