@@ -29,7 +29,6 @@ import copy
 import hashlib
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from yolofreeze.data import resolve_dataset  # noqa: E402
 from yolofreeze.deploy.export import CALIBRATION_METHODS, calibration_images, export_onnx, quantize_int8  # noqa: E402
+from yolofreeze.deploy.measure import ms_per_image  # noqa: E402
 from yolofreeze.deploy.runtime import OnnxDetector, default_threads  # noqa: E402
 from yolofreeze.evaluation.detect import letterboxed_input  # noqa: E402
 from yolofreeze.evaluation.evaluate import evaluate  # noqa: E402
@@ -73,19 +73,6 @@ def oracle_trained(model: str) -> Path:
     trainer.train(data=str(data), project=str(folder), name="run", exist_ok=True, verbose=False, **recipe)
     (folder / "run" / "weights" / "last.pt").replace(weights)
     return weights
-
-
-def ms_per_image(run, x: torch.Tensor, repeats: int) -> float:
-    """Median milliseconds of ``run(x)`` (batch 1) over ``repeats`` calls after three warm-up calls."""
-    with torch.inference_mode():
-        for _ in range(3):
-            run(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run(x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def torch_latency(model, x: torch.Tensor, threads: int, repeats: int) -> float:

@@ -18,7 +18,7 @@ import torch
 from .cli import DEFAULT_IMGSZ, ArgumentParser, entry_point, image_size, positive_int
 from .data import DatasetNotFoundError, resolve_dataset
 from .deploy import require
-from .deploy.export import CALIBRATION_METHODS, DEFAULT_OPSET, calibration_images, export_onnx, quantize_int8
+from .deploy.export import CALIBRATION_METHODS, DEFAULT_CALIBRATION, DEFAULT_OPSET, calibration_images, export_onnx, quantize_int8
 from .deploy.runtime import OnnxDetector, is_onnx
 from .nn import V10Detect
 from .weights.checkpoints import load_model
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--int8", action="store_true", help="also write an INT8 model (static quantisation)")
     parser.add_argument("--data", default=None, help="dataset whose train images calibrate --int8")
     parser.add_argument("--calib", type=positive_int, default=200, help="calibration images for --int8")
-    parser.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="minmax",
+    parser.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
                         help="how --int8 sets activation ranges")
     parser.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, help="ONNX opset")
     parser.add_argument("--v10-head", choices=V10Detect.BRANCHES, default="one2one",

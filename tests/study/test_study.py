@@ -4,6 +4,7 @@ rows."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import signal
@@ -17,9 +18,10 @@ import pytest
 
 from yolofreeze import build_model
 from yolofreeze.weights.checkpoints import random_model, save_checkpoint
+from yolofreeze.weights.releases import sha256_of
 from yolofreeze.data import DEMO_NAMES, write_demo_dataset
 from yolofreeze.freezing.plan import FreezePlan
-from yolofreeze.study.report import diagnose
+from yolofreeze.study.report import diagnose, quantisation_verdict
 from yolofreeze.study.__main__ import main as study_main
 from yolofreeze.study.runner import plan_study
 
@@ -128,7 +130,7 @@ def test_a_killed_study_resumes_reports_and_then_skips(tiny, tmp_path):
     summaries = {p: p.stat().st_mtime_ns for p in study.glob("*/summary.json")}
     assert len(summaries) == 2
 
-    third = subprocess.run(argv + ["--cam", "2"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    third = subprocess.run(argv + ["--cam", "2", "--export", "int8", "--calib", "4"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert third.returncode == 0 and third.stdout.count("already finished, skipped") == 2
     assert {p: p.stat().st_mtime_ns for p in study.glob("*/summary.json")} == summaries
     # --cam 2: each run's best.pt explains its top detection on the same 2 val images; figure and column
@@ -137,6 +139,38 @@ def test_a_killed_study_resumes_reports_and_then_skips(tiny, tmp_path):
         energies = [float(r["cam_energy_in_gt"]) for r in csv.DictReader(f)]
     assert len(energies) == 2 and all(0 <= e <= 1 for e in energies)
     assert "CAM mass in ground truth" in (study / "study.md").read_text()
+    # --export int8: each run's best.pt as float32 and INT8 ONNX, measured, kept in export.json, in the report
+    with open(study / "study.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        run = study / f"tiny-yolov8n-{row['strategy']}"
+        assert (run / "weights" / "best.onnx").is_file() and (run / "weights" / "best.int8.onnx").is_file()
+        measured = json.loads((run / "export.json").read_text())
+        assert measured["source_sha256"] == sha256_of(run / "weights" / "best.pt") and measured["calib"] == 4
+        assert float(row["int8_mb"]) < 0.5 * float(row["fp32_mb"]) and float(row["int8_ms_1"]) > 0
+        assert math.isclose(float(row["int8_drop"]), float(row["fp32_map50_95"]) - float(row["int8_map50_95"]),
+                            abs_tol=1e-5)
+    md = (study / "study.md").read_text()
+    assert "| fp32 mAP50-95 | INT8 mAP50 |" in md and "Quantisation: INT8 loses" not in md  # no none run here
+    assert "Quantisation: no INT8 result of fine-tuning (none)" in md
+
+
+def _export_row(strategy: str, seed: int, drop: float) -> dict:
+    return {"strategy": strategy, "seed": seed, "int8_drop": drop}
+
+
+@pytest.mark.parametrize("drops, verdict", [
+    ({"fr1": (0.001, 0.002, 0.003), "fr2": (0.002, 0.003, 0.001)}, "no frozen strategy quantises differently"),
+    ({"fr1": (0.030, 0.031, 0.029), "fr2": (0.020, 0.022, 0.021)}, "the frozen strategies quantise worse"),
+    ({"fr1": (-0.01, -0.011, -0.012)}, "the frozen strategies quantise better"),
+    ({"fr1": (-0.01, -0.011, -0.012), "fr3": (0.05, 0.05, 0.05)}, "mixed: better fr1; worse fr3")])
+def test_quantisation_verdict_weighs_drops_against_the_seeds_spread(drops, verdict):
+    group = [_export_row("none", seed, drop) for seed, drop in enumerate((0.001, 0.002, 0.003))]  # 0.002 ± 0.001
+    group += [_export_row("scratch", seed, 0.5) for seed in range(3)]  # not a frozen strategy: never compared
+    group += [_export_row(s, seed, d) for s, values in drops.items() for seed, d in enumerate(values)]
+    sentence = quantisation_verdict(group)
+    assert sentence.startswith("Quantisation: INT8 loses +0.0020 mAP50-95") and verdict in sentence
+    assert "scratch" not in sentence
 
 
 def _row(strategy: str, map50: float, losses=(9.0, 6.0), grads=(10.0, 9.0, 8.0, 8.0, 7.0, 7.0, 6.0, 6.0, 5.0, 5.0)):

@@ -38,6 +38,7 @@ DEFAULT_OPSET = 17  # read by TensorRT 8.6+, OpenVINO 2023+ and every current on
 OWN_KEYS = ("format", "arch", "nc", "v10_head", "half", "dynamic", "yolofreeze_version", "source", "source_sha256")
 FORMAT = "yolofreeze-onnx"
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIBRATION = "minmax"  # chosen by measured mAP (benchmarks/bench_export.py)
 
 
 def metadata(model: YOLO, imgsz: int, batch: int, dynamic: bool, half: bool, source: str = "",
@@ -130,7 +131,7 @@ class _Calibration:
 
 
 def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: Sequence[np.ndarray],
-                  method: str = "minmax") -> Path:
+                  method: str = DEFAULT_CALIBRATION) -> Path:
     """Static INT8 quantisation of the float32 export at ``onnx_path`` into ``out_path`` (atomically).
 
     QDQ format (quantise/dequantise pairs around int8 convolutions, which onnxruntime's CPU provider fuses),

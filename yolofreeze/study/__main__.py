@@ -1,7 +1,8 @@
 """The layer-freezing study in one command: every dataset x model x strategy, trained with the same recipe.
 
     python -m yolofreeze.study --models yolov8n,yolov10n --data insplad --strategies scratch,none,fr1,fr2,fr3 \\
-        --epochs 1000 --patience 50 --seeds 0,1,2 [--name NAME] [--dry-run] [--devices 0,1,2,3] [trainer flags …]
+        --epochs 1000 --patience 50 --seeds 0,1,2 [--name NAME] [--dry-run] [--devices 0,1,2,3] [--cam N] [--export int8 [--calib 200]] \\
+        [trainer flags …]
 
 Strategies are the paper's: ``scratch`` (random initialisation, nothing frozen), ``none`` (fine-tune everything
 from the pretrained weights), ``fr1`` / ``fr2`` / ``fr3`` / ``backbone`` (``--freeze`` presets) — or any other
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from ..cli import ArgumentParser, entry_point, non_negative_int, positive_int
 from ..data import DatasetInfo, build_dataloader, resolve_dataset
+from ..deploy import require
 from ..freezing.memory import format_plan_memory, profile_plan_memory
 from ..freezing.plan import format_audit
 from ..model import build_model
@@ -69,6 +71,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                         help="after training, Grad-CAM of every run's best.pt on N validation images (seeded, the "
                              "same for every run): a figure per dataset and model and a column in the report "
                              "(default 0; --demo: 4)")
+    parser.add_argument("--export", choices=("int8",), default=None,
+                        help="after training, export every run's best.pt to float32 and INT8 ONNX and report mAP, "
+                             "the INT8 drop, file sizes and latency (onnxruntime, 1 thread and all)")
+    parser.add_argument("--calib", type=positive_int, default=200,
+                        help="train images that calibrate --export int8 (default 200)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan, each run's freeze audit and memory estimate; train nothing")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report of the finished runs")
@@ -137,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = plan_study(models, datasets, strategies, weights_table(args.weights, models), args.seeds)
     common = common_args(args, passthrough)
     parse_train_args(common)  # refuse a flag train.py would refuse before any run starts (one line, exit 2)
+    if args.export:  # the export extra, checked before any run trains
+        for module in ("onnx", "onnxruntime"):
+            require(module)
     resolved = {dataset: resolve_dataset(dataset) for dataset in datasets}  # a missing one stops the study here
     name = args.name or "_".join([*map(dataset_label, datasets), *models])
     study_dir = Path(args.project) / name
@@ -147,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"study {study_dir}: {len(runs)} runs ({len(datasets)} datasets x {len(models)} models x "
           f"{len(strategies)} strategies x {len(args.seeds)} seeds)", flush=True)
     codes = {} if args.report_only else run_study(runs, study_dir, common, args.devices, args.gpus_per_run, say)
-    report = write_report(runs, study_dir, args.cam or 0)
+    report = write_report(runs, study_dir, args.cam or 0, args.calib if args.export else None, say)
     print(report.markdown)
     print(f"\nreport: {study_dir / 'study.md'}, study.csv, plots: {', '.join(p.name for p in report.plots)}")
     failed = [name for name, code in codes.items() if code]

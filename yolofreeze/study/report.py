@@ -13,7 +13,9 @@ What a row holds and where it comes from (each run folder is what ``train.py`` w
 - ``freeze_audit.json``: frozen blocks and trainable parameters (at the end of training: with ``auto`` the
   prefix it ended with, and when each block froze: ``freezes``, e.g. ``0-3@6 0-8@7`` = blocks 0-3 frozen from
   epoch 6, 0-8 from epoch 7);
-- ``grad_norms.csv``: the total gradient norm per step: mean, coefficient of variation, early mean, curves.
+- ``grad_norms.csv``: the total gradient norm per step: mean, coefficient of variation, early mean, curves;
+- ``export.json`` (with ``--export int8``, :mod:`yolofreeze.study.exports`): float32 and INT8 ONNX mAP, size and
+  latency.
 
 Failure signatures (:func:`diagnose`), after the layer-freezing paper:
 
@@ -40,6 +42,8 @@ from ..freezing.plan import blocks_label
 from ..plots import plot_cam_grid, plot_study, plot_study_blocks
 from ..training.runs import read_results
 from .cams import study_cams
+from .exports import EXPORT_COLUMNS, study_exports
+from .runner import SCRATCH
 
 COLLAPSE_MAP50 = 0.05
 LOSS_FELL = 0.9
@@ -50,7 +54,8 @@ FORGETTING_GAP = 0.02
 FINE_TUNE = "none"
 CSV_COLUMNS = ("dataset", "model", "strategy", "seed", "status", "frozen_blocks", "trainable_params", "map50", "map50_95",
                "peak_memory_mb", "memory_source", "memory_saving_pct", "epochs_run", "best_epoch", "epoch_seconds",
-               "train_minutes", "grad_norm_mean", "grad_norm_cv", "grad_norm_cv_epochs", "flags", "freezes", "cam_energy_in_gt")
+               "train_minutes", "grad_norm_mean", "grad_norm_cv", "grad_norm_cv_epochs", "flags", "freezes", "cam_energy_in_gt",
+               *EXPORT_COLUMNS)
 
 
 @dataclass
@@ -76,7 +81,7 @@ def collect_row(dataset: str, model: str, strategy: str, run_dir: Path, seed: in
            "peak_memory_mb": math.nan, "memory_source": "", "memory_saving_pct": math.nan,
            "epochs_run": math.nan, "best_epoch": math.nan, "epoch_seconds": math.nan, "train_minutes": math.nan,
            "grad_norm_mean": math.nan, "grad_norm_cv": math.nan, "grad_norm_cv_epochs": math.nan, "flags": "", "freezes": "",
-           "cam_energy_in_gt": math.nan, "ap50": {},
+           "cam_energy_in_gt": math.nan, "ap50": {}, **dict.fromkeys(EXPORT_COLUMNS, math.nan),
            "series": {"epochs": [], "map50": [], "train_loss": [], "grad_steps": [], "grad_total": [],
                       "freeze_epochs": [], "freeze_steps": []}}
     audit = _read_json(run_dir / "freeze_audit.json")
@@ -232,6 +237,7 @@ def format_markdown(rows: list[dict], study_dir: Path) -> str:
                               "inside the ground-truth boxes, mean over the --cam images (0 where nothing was "
                               "detected):", "", "| strategy | CAM mass in ground truth |", "|---|---:|"]
                 lines += [f"| {_run_label(r, seeds)} | {r['cam_energy_in_gt']:.3f} |" for r in cams]
+            lines += format_exports(group, seeds)
             flagged = [(_run_label(r, seeds), flag) for r in group for flag in r["flags"].split("; ") if flag]
             lines += ["", "Diagnostics: " + ("none of the paper's failure signatures." if not flagged else "")]
             lines += [f"- **{strategy}**: {flag}" for strategy, flag in flagged]
@@ -277,6 +283,59 @@ def format_over_seeds(group: list[dict], seeds: list[int]) -> list[str]:
     return lines
 
 
+def format_exports(group: list[dict], seeds: list[int]) -> list[str]:
+    """The deployment table of one dataset and model (``--export int8``; nothing without it) and
+    :func:`quantisation_verdict`."""
+    exported = [r for r in group if math.isfinite(r["int8_map50_95"])]
+    if not exported:
+        return []
+    threads = exported[0].get("export_threads", "all")
+    lines = ["", f"Deployment (--export int8): each run's best.pt as a static batch-1 ONNX model in onnxruntime, "
+                 f"float32 and INT8 (QDQ, calibrated on train images, decode in float); mAP on the val split with a "
+                 f"square letterbox (what a static export takes); drop = float32 minus INT8 mAP50-95; median ms "
+                 f"per image, forward only, on 1 thread and on {threads}:", "",
+             "| strategy | fp32 mAP50-95 | INT8 mAP50 | INT8 mAP50-95 | drop | fp32 MB | INT8 MB | fp32 ms (1) | "
+             "INT8 ms (1) | fp32 ms (all) | INT8 ms (all) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {_run_label(r, seeds)} | {r['fp32_map50_95']:.3f} | {r['int8_map50']:.3f} | "
+              f"{r['int8_map50_95']:.3f} | {r['int8_drop']:+.4f} | {r['fp32_mb']:.1f} | {r['int8_mb']:.1f} | "
+              f"{r['fp32_ms_1']:.1f} | {r['int8_ms_1']:.1f} | {r['fp32_ms_all']:.1f} | {r['int8_ms_all']:.1f} |"
+              for r in exported]
+    return lines + ["", quantisation_verdict(exported)]
+
+
+def quantisation_verdict(group: list[dict]) -> str:
+    """One sentence per dataset and model: each frozen strategy's INT8 mAP@50:95 drop (mean over seeds) against
+    fine-tuning's, called better or worse only when the difference exceeds the two strategies' seed std added."""
+    drops: dict[str, list[float]] = {}
+    for row in group:
+        drops.setdefault(row["strategy"], []).append(row["int8_drop"])
+    if FINE_TUNE not in drops:
+        return f"Quantisation: no INT8 result of fine-tuning ({FINE_TUNE}) to compare with."
+    reference = mean_std(drops[FINE_TUNE])
+    calls = []
+    for strategy, values in drops.items():
+        if strategy in (FINE_TUNE, SCRATCH):
+            continue
+        mean, std = mean_std(values)
+        gap = mean - reference[0]
+        calls.append((strategy, mean, "within the spread" if abs(gap) <= std + reference[1] else
+                      "worse" if gap > 0 else "better"))
+    head = (f"Quantisation: INT8 loses {reference[0]:+.4f} mAP50-95 against float32 with fine-tuning ({FINE_TUNE})"
+            + ("" if len(drops[FINE_TUNE]) == 1 else f", mean over {len(drops[FINE_TUNE])} seeds"))
+    if not calls:
+        return head + "; no frozen strategy to compare with."
+    better = [s for s, _, word in calls if word == "better"]
+    worse = [s for s, _, word in calls if word == "worse"]
+    verdict = ("the frozen strategies quantise better than fine-tuning" if better and not worse else
+               "the frozen strategies quantise worse than fine-tuning" if worse and not better else
+               f"mixed: better {', '.join(better)}; worse {', '.join(worse)}" if better else
+               "no frozen strategy quantises differently from fine-tuning beyond the seeds' spread")
+    one_seed = " (one seed: no spread, so any difference counts)" if len(drops[FINE_TUNE]) == 1 else ""
+    return (f"{head}; " + ", ".join(f"{s} {m:+.4f} ({word})" for s, m, word in calls)
+            + f": {verdict}{one_seed}.")
+
+
 def _percent(fraction: float) -> str:
     return f"{100 * fraction:.0f}%" if math.isfinite(fraction) else "-"
 
@@ -297,16 +356,20 @@ def write_csv(rows: list[dict], path: Path) -> None:
                             + [f"{r['ap50'][c]:.6g}" if c in r["ap50"] else "" for c in classes])
 
 
-def write_report(runs: Sequence, study_dir: Path, cam: int = 0) -> Report:
+def write_report(runs: Sequence, study_dir: Path, cam: int = 0, calib: int | None = None, say=print) -> Report:
     """Collect every run of the plan (``StudyRun``-like: ``dataset``, ``model``, ``strategy``, ``seed``, ``name``),
     flag the failure signatures, write ``study.csv``, ``study.md`` and per pair ``study_<dataset>_<model>.png`` and
     ``study_<dataset>_<model>_blocks.png`` (per-block gradient heat maps);
     with ``cam`` images, the class-activation maps of every run (:mod:`yolofreeze.study.cams`): the
-    ``cam_energy_in_gt`` column and one ``cams_<dataset>_<model>.png`` per pair."""
+    ``cam_energy_in_gt`` column and one ``cams_<dataset>_<model>.png`` per pair; with ``calib`` (``--export int8``)
+    every run's float32 and INT8 ONNX exports, measured (:mod:`yolofreeze.study.exports`, calibrated on ``calib``
+    train images)."""
     rows = [collect_row(run.dataset, run.model, run.strategy, study_dir / run.name, getattr(run, "seed", 0))
             for run in runs]
     add_savings(rows)
     figures = study_cams(rows, runs, study_dir, cam) if cam else {}
+    if calib:
+        study_exports(rows, runs, study_dir, calib, say)
     for found, flags in diagnose(rows).items():
         row = next(r for r in rows if key(r) == found)
         row["flags"] = "; ".join(flags)
