@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import math
 import os
 import tempfile
 import warnings
@@ -39,6 +40,7 @@ OWN_KEYS = ("format", "arch", "nc", "v10_head", "half", "dynamic", "yolofreeze_v
 FORMAT = "yolofreeze-onnx"
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIBRATION = "minmax"  # chosen by measured mAP (benchmarks/bench_export.py)
+CALIBRATION_MEMORY_SHARE = 0.5  # of the available memory, at most, for the activations a histogram method records
 
 
 def metadata(model: YOLO, imgsz: int, batch: int, dynamic: bool, half: bool, source: str = "",
@@ -135,9 +137,13 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: Sequ
     """Static INT8 quantisation of the float32 export at ``onnx_path`` into ``out_path`` (atomically).
 
     QDQ format (quantise/dequantise pairs around int8 convolutions, which onnxruntime's CPU provider fuses),
-    per-channel symmetric int8 weights, int8 activations whose ranges come from running ``calibration`` (images
-    ``(1, 3, H, W)`` float32 in [0, 1], preprocessed as the model's input) with ``method``: ``minmax`` (observed
-    range), ``entropy`` (KL-optimal clipping) or ``percentile`` (99.999th). The head's decode
+    per-channel symmetric int8 weights, uint8 activations (int8 ones ran slower than float32 on an x86 CPU) whose
+    ranges come from running ``calibration`` (images ``(1, 3, H, W)`` float32 in [0, 1], preprocessed as the
+    model's input) with ``method``: ``minmax`` (observed range: two numbers per tensor and image), ``entropy``
+    (KL-optimal clipping) or ``percentile`` (99.999th). The histogram methods hold every activation of every image at
+    once in onnxruntime (its option to merge in chunks drops the chunks in onnxruntime 1.32): such a request needing
+    more than :data:`CALIBRATION_MEMORY_SHARE` of the available memory (:func:`activation_bytes` x images) is
+    refused (ValueError) before it starts. The head's decode
     (:func:`decode_nodes`) stays in float. The metadata is kept; ``format`` gains ``int8`` and ``calibration``.
     """
     onnx = require("onnx")
@@ -158,6 +164,13 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: Sequ
         # shapes inferred and constants folded first, as onnxruntime asks: fewer nodes, all biases initializers
         quantization.shape_inference.quant_pre_process(str(onnx_path), str(prepared))
         proto = onnx.load(str(prepared))
+        per_image, free = max(activation_bytes(proto), 1), available_memory()
+        fits = int(CALIBRATION_MEMORY_SHARE * free // per_image)
+        if method != "minmax" and len(calibration) > fits:
+            raise ValueError(f"--calib-method {method} keeps every activation of every calibration image in memory: about "
+                             f"{per_image * len(calibration) / 2**30:.1f} GiB for {len(calibration)} images at this "
+                             f"size, more than {CALIBRATION_MEMORY_SHARE:.0%} of the {free / 2**30:.1f} GiB "
+                             f"available; use fewer images (--calib {max(fits, 1)} fits) or minmax")
         quantization.quantize_static(
             str(prepared), str(quantized), _Calibration(calibration), quant_format=quantization.QuantFormat.QDQ,
             per_channel=True, activation_type=quantization.QuantType.QUInt8,
@@ -169,6 +182,30 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: Sequ
         onnx.save(result, str(Path(tmp) / "final.onnx"))
         os.replace(Path(tmp) / "final.onnx", out_path)
     return out_path
+
+
+def activation_bytes(proto) -> int:
+    """Bytes of one input's float32 intermediate tensors in a shape-inferred ONNX model (what calibration records)."""
+    onnx = require("onnx")
+    total = 0
+    for info in proto.graph.value_info:
+        tensor = info.type.tensor_type
+        dims = [d.dim_value for d in tensor.shape.dim]
+        if tensor.elem_type == onnx.TensorProto.FLOAT and dims and all(d > 0 for d in dims):
+            total += 4 * math.prod(dims)
+    return total
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``; elsewhere the free physical pages)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 def calibration_images(paths: Sequence[Path], imgsz: int, count: int, seed: int = 0
