@@ -1,7 +1,8 @@
-"""The SGD recipe (yolofreeze.training.optim) against the oracle's own training loop, iteration for iteration.
+"""The recipe (yolofreeze.training.optim) against the oracle's own training loop, iteration for iteration: SGD, AdamW,
+``auto``, Adam and RMSprop, linear and cosine schedules.
 
 The oracle side is Ultralytics' ``BaseTrainer`` itself: its ``_setup_train`` (freezing, accumulate, weight
-decay scaling, ``build_optimizer`` with ``optimizer="SGD"``, the LambdaLR schedule, ModelEMA) and its
+decay scaling, ``build_optimizer`` with the config's ``optimizer``, the LambdaLR schedule, ModelEMA) and its
 ``_do_train`` (warm-up, accumulation, ``optimizer_step`` with clipping, EMA update) run as shipped; only data
 loading, validation, saving and plotting are replaced (:func:`reference_loop`). Our recipe runs in lockstep
 from a callback of that loop, on the same batch with the same stand-in loss (a sum of squares of the
@@ -24,7 +25,7 @@ import yolofreeze.training.optim as optim
 from oracle import build_oracle, save_release, ultralytics
 from yolofreeze.weights.checkpoints import convert_official
 from yolofreeze.training.optim import (ModelEMA, TrainConfig, accumulate, apply_schedule, build_optimizer,
-                              optimizer_step, param_groups, step_due)
+                                      optimizer_step, param_groups, resolve_auto, step_due)
 
 TOLERANCE = 1e-5
 LOSS_SCALE = 1 / 4096  # puts yolov8n's gradient norms around the clipping threshold (10): both regimes occur
@@ -121,8 +122,8 @@ def reference_loop(model: nn.Module, batches: list[dict], cfg: TrainConfig, afte
             hyper = {k: getattr(cfg, k) for k in ("epochs", "batch", "nbs", "lr0", "lrf", "momentum",
                                                   "weight_decay", "warmup_epochs", "warmup_momentum",
                                                   "warmup_bias_lr")}
-            self.args = get_cfg(overrides=dict(hyper, imgsz=64, optimizer="SGD", amp=False, plots=False, val=False,
-                                               close_mosaic=0, device="cpu", workers=0))
+            self.args = get_cfg(overrides=dict(hyper, imgsz=64, optimizer=cfg.optimizer, cos_lr=cfg.cos_lr, amp=False,
+                                               plots=False, val=False, close_mosaic=0, device="cpu", workers=0))
             self.device, self.accelerator, self.world_size, self.ddp = torch.device("cpu"), None, 0, False
             self.validator, self.metrics, self.plots, self.save_dir = None, None, {}, save_dir
             self.batch_size, self.epochs, self.start_epoch, self.resume = cfg.batch, cfg.epochs, 0, False
@@ -200,7 +201,7 @@ def run_lockstep(reference_model: nn.Module, ours: OurRecipe, batches: list[dict
         ours.iteration(iteration, epoch, batch)
         theirs, mine = trainer.optimizer.param_groups, ours.optimizer.param_groups
         record.lr.append(([g["lr"] for g in theirs], [g["lr"] for g in mine]))
-        record.momentum.append(([g["momentum"] for g in theirs], [g["momentum"] for g in mine]))
+        record.momentum.append(([_momentum(g) for g in theirs], [_momentum(g) for g in mine]))
         record.accumulate.append((trainer.accumulate, ours.accumulate))
         record.steps.append((trainer.ema.updates, ours.ema.updates))
         record.weights.append(max_difference(trainer.model.state_dict(), ours.model.state_dict()))
@@ -210,8 +211,18 @@ def run_lockstep(reference_model: nn.Module, ours: OurRecipe, batches: list[dict
     return record, trainer
 
 
-def group_settings(optimizer: torch.optim.Optimizer) -> list[tuple]:
-    return [(g["weight_decay"], g["nesterov"], g["dampening"]) for g in optimizer.param_groups]
+def _momentum(group: dict):
+    """SGD's and RMSprop's momentum, Adam's betas."""
+    return group["momentum"] if "momentum" in group else group["betas"]
+
+
+SCHEDULE_KEYS = {"params", "lr", "initial_lr", "name", "label", "lr_mult", "param_group", "use_muon"}
+
+
+def group_settings(optimizer: torch.optim.Optimizer) -> tuple[str, list[dict]]:
+    """The optimiser's class and each group's settings (weight decay, nesterov, betas, eps …), schedule aside."""
+    return type(optimizer).__name__, [{k: v for k, v in g.items() if k not in SCHEDULE_KEYS}
+                                      for g in optimizer.param_groups]
 
 
 # ----------------------------------------------------------------------------------------- yolov8n, end to end
@@ -224,22 +235,26 @@ def release(tmp_path_factory) -> tuple[nn.Module, Path]:
     return copy.deepcopy(oracle).half().float(), path
 
 
+@pytest.mark.parametrize("optimizer", ["SGD", "AdamW", "auto"])
 @pytest.mark.parametrize("batch", [16, 64], ids=["accumulate4", "accumulate1"])
-def test_yolov8n_training_matches_the_reference_loop(release, batch, tmp_path):
+def test_yolov8n_training_matches_the_reference_loop(release, batch, optimizer, tmp_path):
     oracle, path = release
     reference = copy.deepcopy(oracle)
     reference.criterion = SumOfSquares()
     gen = torch.Generator().manual_seed(0)
     batches = [{"img": torch.rand(2, 3, 64, 64, generator=gen)} for _ in range(4)]
-    cfg = TrainConfig(epochs=2, batch=batch)  # warm-up: iterations 0..4 (min(3, epochs - 1) epochs of 4 batches)
-    ours = OurRecipe(convert_official(path), cfg, len(batches), our_loss)
+    # warm-up: iterations 0..4 (min(3, epochs - 1) epochs of 4 batches); the reference resolves auto itself
+    cfg = TrainConfig(epochs=2, batch=batch, optimizer=optimizer)
+    resolved = resolve_auto(cfg, nc=2, images=len(batches) * batch)  # its loader's dataset size
+    assert resolved.optimizer == ("AdamW" if optimizer == "auto" else optimizer)
+    ours = OurRecipe(convert_official(path), resolved, len(batches), our_loss)
 
     record, trainer = run_lockstep(reference, ours, batches, cfg, tmp_path)
 
     assert record.mismatches() == []
     assert group_settings(trainer.optimizer) == group_settings(ours.optimizer)
     assert [steps for steps, _ in record.steps] == ([1, 1, 2, 2, 2, 2, 3, 3] if batch == 16 else list(range(1, 9)))
-    if batch == 64:  # the stand-in loss gives steps with and without clipping
+    if batch == 64 and optimizer == "SGD":  # the stand-in loss gives steps with and without clipping
         assert min(ours.grad_norms) < optim.MAX_GRAD_NORM < max(ours.grad_norms)
 
 
@@ -256,9 +271,9 @@ SCHEDULES = {  # (epochs, batches per epoch, warmup_epochs, batch)
 }
 
 
-def tiny_lockstep(schedule: tuple, tmp_path: Path, spoil=None) -> tuple[Lockstep, OurRecipe, object]:
+def tiny_lockstep(schedule: tuple, tmp_path: Path, spoil=None, **recipe) -> tuple[Lockstep, OurRecipe, object]:
     epochs, nb, warmup_epochs, batch = schedule
-    cfg = TrainConfig(epochs=epochs, batch=batch, warmup_epochs=warmup_epochs)
+    cfg = TrainConfig(epochs=epochs, batch=batch, warmup_epochs=warmup_epochs, **recipe)
     ours = OurRecipe(Tiny(), cfg, nb, tiny_loss)
     if spoil is not None:
         spoil(ours)
@@ -271,6 +286,52 @@ def test_schedule_matches_the_reference_loop(schedule, tmp_path):
     record, ours, trainer = tiny_lockstep(schedule, tmp_path)
     assert record.mismatches() == []
     assert group_settings(trainer.optimizer) == group_settings(ours.optimizer)
+
+
+RECIPES = {  # optimiser and schedule variants, on the warm-up-to-the-end schedule and one without warm-up
+    "adam-cosine": dict(optimizer="Adam", cos_lr=True),
+    "adamw-lrf0.2-decay": dict(optimizer="AdamW", lrf=0.2, weight_decay=0.05),
+    "rmsprop": dict(optimizer="RMSprop", lr0=0.001),
+    "sgd-cosine-warmup-values": dict(cos_lr=True, warmup_momentum=0.5, warmup_bias_lr=0.05, momentum=0.9),
+}
+
+
+@pytest.mark.parametrize("schedule", [SCHEDULES["ramp-to-4"], SCHEDULES["no-warmup-accumulate13"]],
+                         ids=["ramp-to-4", "no-warmup"])
+@pytest.mark.parametrize("recipe", RECIPES.values(), ids=RECIPES.keys())
+def test_optimisers_and_schedules_match_the_reference_loop(recipe, schedule, tmp_path):
+    record, ours, trainer = tiny_lockstep(schedule, tmp_path, **recipe)
+    assert record.mismatches() == []
+    assert group_settings(trainer.optimizer) == group_settings(ours.optimizer)
+
+
+@pytest.mark.parametrize("nc, images, epochs", [(2, 80, 30), (17, 1200, 100), (80, 118287, 100)])
+def test_auto_resolves_as_the_reference_decides(nc, images, epochs):
+    ultralytics()
+    from ultralytics.engine.trainer import BaseTrainer
+
+    cfg = TrainConfig(epochs=epochs, batch=16, optimizer="auto")
+    iterations = math.ceil(images / max(cfg.batch, cfg.nbs)) * epochs
+    args = SimpleNamespace(lr0=cfg.lr0, warmup_bias_lr=cfg.warmup_bias_lr, momentum=cfg.momentum)
+    reference = BaseTrainer.build_optimizer(SimpleNamespace(args=args, data={"nc": nc}), build_oracle("yolov8n", nc=nc),
+                                            name="auto", iterations=iterations)
+    ours = resolve_auto(cfg, nc, images)
+    assert ours.warmup_bias_lr == args.warmup_bias_lr == 0.0  # both start the bias warm-up at zero
+    lr = reference.param_groups[0]["lr"]
+    if iterations <= optim.AUTO_SGD_ITERATIONS:
+        assert type(reference).__name__ == ours.optimizer == "AdamW"
+        assert ours.lr0 == lr and (ours.momentum, 0.999) == reference.param_groups[0]["betas"]
+    else:  # the pinned reference's MuSGD (SGD plus Muon on matrices, some groups at 3x lr) is not ours: plain SGD
+        lrs, momenta = ({g[key] for g in reference.param_groups} for key in ("lr", "momentum"))
+        assert ours.optimizer == "SGD" and ours.lr0 == min(lrs) == 0.01 and {ours.momentum} == momenta == {0.9}
+
+
+def test_an_unresolved_auto_and_an_unknown_optimizer_are_refused():
+    with pytest.raises(ValueError, match="resolved for the dataset first"):
+        build_optimizer(Tiny(), TrainConfig(optimizer="auto"))
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="Lion")
+    assert optim.optimizer_name("rmsprop") == optim.optimizer_name("RMSProp") == "RMSprop"
 
 
 def _no_nesterov(ours):
@@ -338,6 +399,32 @@ def test_param_groups_hold_what_the_reference_build_optimizer_puts_there(name, t
     assert theirs[1:] == mine[1:] and mine[0] <= theirs[0]
     assert [g["weight_decay"] for g in reference.param_groups] == [5e-4 * 24 * 3 / 64, 0.0, 0.0]
     assert [g["weight_decay"] for g in param_groups(ours, None, cfg)] == [5e-4 * 24 * 3 / 64, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam", "AdamW", "RMSprop"])
+def test_unfreezing_gives_new_parameters_fresh_state_with_every_optimiser(optimizer):
+    model = Tiny()
+    cfg = TrainConfig(epochs=2, batch=64, warmup_epochs=0.0, optimizer=optimizer)
+    optimizer_ = build_optimizer(model, cfg, trainable=lambda name: name.startswith("bn."))
+    batches = tiny_batches(2)
+    for iteration, batch in enumerate(batches):
+        apply_schedule(optimizer_, iteration, 0, cfg, nb=2)
+        tiny_loss(model, batch).backward()
+        optimizer_step(model, optimizer_, None)
+    kept = {name: {k: v.clone() for k, v in optimizer_.state[p].items()} for name, p in model.named_parameters()
+            if name.startswith("bn.")}
+    optim.regroup(optimizer_, model, lambda name: True, cfg)  # unfreeze the convolution
+    assert model.conv.weight not in optimizer_.state  # no state until its first step: fresh moments / momentum
+    apply_schedule(optimizer_, 2, 1, cfg, nb=2)
+    tiny_loss(model, batches[0]).backward()
+    optimizer_step(model, optimizer_, None)
+    fresh, stayed = optimizer_.state[model.conv.weight], optimizer_.state[model.bn.weight]
+    assert fresh and set(fresh) == set(stayed)
+    if "step" in fresh:  # Adam's bias correction counts each parameter's own steps: 1 for the new one, 3 for the rest
+        assert float(fresh["step"]) == 1.0 and float(stayed["step"]) == 3.0
+    for name, state in kept.items():  # the parameters that stayed kept their state and moved on from it
+        param = dict(model.named_parameters())[name]
+        assert all(not torch.equal(optimizer_.state[param][k], v) for k, v in state.items() if k != "step")
 
 
 def test_parameters_a_plan_freezes_are_left_out_and_untouched():

@@ -15,6 +15,7 @@ import yaml
 import train as train_cli
 from yolofreeze.weights.checkpoints import load_model, random_model, save_checkpoint
 from yolofreeze.data import DEMO_NAMES, write_demo_dataset
+from yolofreeze.training.optim import accumulate, lr_at
 from yolofreeze.training.runs import RESULTS_COLUMNS, read_results
 from yolofreeze.training.setup import RunSettings, new_trainer, parse_train_args
 from yolofreeze.training.trainer import Distributed
@@ -129,6 +130,12 @@ def test_bad_freeze_index_is_an_error(demo_data, tmp_path, capsys):
     (["--lr-mult", "backbone=0"], "positive number"),
     (["--lr-mult", "trunk=0.1"], "expected a part (backbone, neck, head) or a block range"),
     (["--lr-mult", "backbone=0.1,5-12=0.5"], "block 5 is named by both backbone and 5-12"),
+    (["--optimizer", "Lion"], "unknown optimizer 'Lion'"),
+    (["--momentum", "1.5"], "momentum (--momentum) must be in (0, 1)"),
+    (["--weight-decay", "-1"], "-1.0 must not be negative"),
+    (["--nbs", "0"], "0 must be at least 1"),
+    (["--warmup-momentum", "1"], "warmup_momentum (--warmup-momentum) must be in [0, 1)"),
+    (["--cfg", "/no/such/args.yaml"], "--cfg /no/such/args.yaml:"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, demo_data, tmp_path, capsys):
     data = [] if "--data" in argv else ["--data", str(demo_data), "--weights", "none"]
@@ -211,6 +218,63 @@ def test_freeze_preset_reaches_the_trainer_and_the_optimiser(demo_data, tmp_path
     in_optimiser = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     for name, param in trainer.model.named_parameters():
         assert (id(param) in in_optimiser) == (int(name.split(".")[1]) >= 9 and ".dfl." not in name), name
+
+
+def test_recipe_flags_reach_the_optimiser_the_schedule_and_the_loss(demo_data, tmp_path):
+    settings, _ = parse_train_args(["--data", str(demo_data), "--weights", "none", "--project", str(tmp_path),
+                                    "--optimizer", "adamw", "--lr0", "0.003", "--lrf", "0.2", "--momentum", "0.85",
+                                    "--weight-decay", "0.01", "--warmup-epochs", "0", "--nbs", "16", "--cos-lr",
+                                    "--box", "5", "--cls", "1.5", "--dfl", "0.5", "--epochs", "4", *TINY])
+    trainer = new_trainer(settings, Distributed())
+    cfg = trainer.cfg
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)  # optimiser: kind, betas, decay (batch 8, nbs 16)
+    assert {g["betas"] for g in trainer.optimizer.param_groups} == {(0.85, 0.999)}
+    assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [0.01 * 8 * 2 / 16, 0.0, 0.0]
+    assert accumulate(cfg) == 2
+    # schedule: no warm-up, cosine from lr0 to lr0 * lrf; halfway the cosine is at the mean of the two
+    assert lr_at(0, 0, cfg, nb=6) == 0.003 and lr_at(12, 2, cfg, nb=6) == pytest.approx(0.003 * (1 + 0.2) / 2)
+    assert trainer.criterion.gains == {"box": 5.0, "cls": 1.5, "dfl": 0.5}  # loss
+
+
+def test_cfg_reads_an_ultralytics_args_yaml_lists_what_it_ignores_and_flags_win(demo_data, tmp_path, capsys):
+    from oracle import ultralytics
+
+    ultralytics()
+    from ultralytics.cfg import get_cfg
+
+    args = vars(get_cfg(overrides={"optimizer": "AdamW", "lr0": 0.003, "lrf": 0.2, "cos_lr": True, "epochs": 7,
+                                   "batch": 8, "imgsz": 128, "box": 5.0, "warmup_epochs": 1.5}))
+    path = tmp_path / "args.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in args.items() if not isinstance(v, Path)}))
+    settings, _ = parse_train_args(["--data", str(demo_data), "--cfg", str(path), "--lrf", "0.5"])
+    cfg = settings.config()
+    assert (cfg.optimizer, cfg.lr0, cfg.lrf, cfg.cos_lr, cfg.epochs, cfg.batch, cfg.imgsz, cfg.box,
+            cfg.warmup_epochs) == ("AdamW", 0.003, 0.5, True, 7, 8, 128, 5.0, 1.5)  # --lrf on the command line wins
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"warning: --cfg {path}:")
+    assert "mosaic" in err and "hsv_h" in err and "lr0" not in err.split(": ", 2)[2].split(", ")
+
+
+@pytest.mark.parametrize("content, message", [("batch: -1\n", "--cfg {path}: batch: -1 must be at least 1"),
+                                              ("[1, 2]\n", "expected a mapping"),
+                                              ("cos_lr: maybe\n", "cos_lr: 'maybe' is not true or false"),
+                                              ("optimizer: Lion\n", "unknown optimizer 'Lion'")])
+def test_a_bad_cfg_file_is_one_line_and_exit_2(content, message, demo_data, tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    assert train_cli.main(["--data", str(demo_data), "--cfg", str(path), "--project", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert message.format(path=path) in err and err.count("\n") == 1 and not (tmp_path / "runs").exists()
+
+
+def test_optimizer_auto_resolves_for_the_dataset_and_args_yaml_keeps_the_choice(demo_data, tmp_path, capsys):
+    assert train_cli.main(["--data", str(demo_data), "--weights", "none", "--optimizer", "auto", "--epochs", "1",
+                           "--grad-norms", "off", "--project", str(tmp_path), "--name", "auto", *TINY]) == 0
+    assert "optimizer auto: AdamW with lr0 0.001429 and momentum 0.9" in capsys.readouterr().out  # 3 classes
+    args = yaml.safe_load((tmp_path / "auto" / "args.yaml").read_text())
+    assert (args["optimizer"], args["lr0"], args["momentum"], args["warmup_bias_lr"]) == ("AdamW", 0.001429, 0.9, 0.0)
+    ckpt = torch.load(tmp_path / "auto" / "weights" / "last.pt", weights_only=True)
+    assert ckpt["train"]["config"]["optimizer"] == "AdamW"  # --resume rebuilds the same optimiser
 
 
 def test_run_settings_round_trip_and_read_the_records_of_older_runs():

@@ -120,8 +120,8 @@ def print_dry_run(runs: Sequence[StudyRun], study_dir: Path, common: list[str],
         print(f"{k:>3}  {run.name:<40} {run.weights:<24} {run_status(study_dir / run.name)}")
     for run in runs:
         settings, _ = parse_train_args([*common, "--data", run.data, "--freeze", run.freeze])
-        cfg = settings.config()
         info = datasets[run.data]
+        cfg = settings.config(info)
         model = build_model(run.model, names=info.names)
         plan = settings.plan(model)
         plan.apply(model)

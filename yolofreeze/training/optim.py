@@ -1,4 +1,5 @@
-"""The reference's SGD recipe as small pure pieces: config, parameter groups, warm-up and schedule, step, EMA.
+"""The reference's training recipe as small pure pieces: config, optimiser and its parameter groups, warm-up and
+schedule, step, EMA.
 
 The training loop reads (``nb`` batches per epoch, ``iteration = i + nb * epoch`` counts batches from 0)::
 
@@ -13,16 +14,25 @@ The training loop reads (``nb`` batches per epoch, ``iteration = i + nb * epoch`
                 grad_norm = optimizer_step(model, optimizer, ema)
                 last_step = iteration
 
-Recipe (Ultralytics 8.4.190's ``BaseTrainer`` with ``optimizer=SGD``; checked against it in tests/training/test_optim.py):
+Recipe (Ultralytics 8.4.190's ``BaseTrainer``; checked against it in tests/training/test_optim.py for SGD, AdamW and
+``auto``):
 
-- SGD, Nesterov momentum. Three groups: pg0 weights with weight decay, pg1 normalisation-layer weights and
-  pg2 biases, both without decay. Weight decay is ``weight_decay * batch * accumulate / nbs``.
+- The optimiser (``optimizer``): SGD with Nesterov momentum (this project's default, the layer-freezing paper's),
+  Adam or AdamW with ``betas = (momentum, 0.999)``, or RMSprop with ``momentum``; ``auto`` (the reference's default)
+  becomes AdamW with ``lr0 = round(0.01 / (4 + nc), 6)`` and momentum 0.9 when the run has at most 10,000
+  iterations (``ceil(images / max(batch, nbs)) * epochs``), else SGD with lr0 0.01 and momentum 0.9 (the pinned
+  reference picks its MuSGD there, which this project does not have), and in both cases bias warm-up from 0
+  (:func:`resolve_auto`). Three groups for every optimiser: pg0 weights with weight decay, pg1
+  normalisation-layer weights and pg2 biases, both without decay. Weight decay is
+  ``weight_decay * batch * accumulate / nbs``.
 - Gradients of ``accumulate = round(nbs / batch)`` batches are summed before each step (at least 1, at most
   the number of batches in the run), so a step always sees about ``nbs`` images.
-- Learning rate per epoch ``lr0 * lf(epoch)``, ``lf`` linear from 1 at epoch 0 to ``lrf`` at ``epochs``.
+- Learning rate per epoch ``lr0 * lf(epoch)``, ``lf`` from 1 at epoch 0 to ``lrf`` at ``epochs``: linear, or half a
+  cosine with ``cos_lr``.
 - Warm-up over ``round(min(warmup_epochs, epochs - 1) * nb)`` iterations (none in a one-epoch run): linearly
   in the iteration, pg2's lr falls from ``warmup_bias_lr`` and the others' rise from 0 to the epoch's lr,
-  momentum rises from ``warmup_momentum`` to ``momentum``, and ``accumulate`` grows from 1.
+  momentum rises from ``warmup_momentum`` to ``momentum`` (SGD and RMSprop; Adam's first beta stays at
+  ``momentum``, as in the reference), and ``accumulate`` grows from 1.
 - Before each step the gradients' total L2 norm is clipped to 10; after it, an EMA of the weights is updated.
 
 A parameter is trained only when it requires gradients and ``trainable`` (a FreezePlan's choice) accepts it;
@@ -47,6 +57,8 @@ from ..freezing.plan import LrSplit
 GROUPS = ("weight", "norm", "bias")  # pg0, pg1, pg2: the order of the results.csv columns lr/pg0, lr/pg1, lr/pg2
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
 MAX_GRAD_NORM = 10.0
+OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "auto")
+AUTO_SGD_ITERATIONS = 10_000  # optimizer=auto: longer runs get SGD, shorter ones AdamW
 
 
 @dataclass(frozen=True)
@@ -73,13 +85,16 @@ class TrainConfig:
     box: float = 7.5
     cls: float = 0.5
     dfl: float = 1.5
+    optimizer: str = "SGD"  # SGD, Adam, AdamW, RMSprop, or auto (resolved by resolve_auto once the data is known)
+    cos_lr: bool = False  # cosine instead of linear decay from lr0 to lr0 * lrf
 
     def __post_init__(self):
         for name in ("epochs", "batch", "imgsz", "nbs"):
             _require(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "an integer >= 1")
         _require(isinstance(self.patience, int) and self.patience >= 0, "patience", "an integer >= 0")
         _require(self.lr0 > 0, "lr0", "> 0")
-        _require(0 < self.momentum < 1, "momentum", "in (0, 1) (Nesterov SGD)")
+        _require(self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}")
+        _require(0 < self.momentum < 1, "momentum", "in (0, 1) (SGD's momentum, Adam's first beta)")
         _require(0 <= self.warmup_momentum < 1, "warmup_momentum", "in [0, 1)")
         for name in ("lrf", "weight_decay", "warmup_epochs", "warmup_bias_lr", "box", "cls", "dfl"):
             _require(getattr(self, name) >= 0, name, ">= 0")
@@ -96,7 +111,28 @@ class TrainConfig:
 
 def _require(ok: bool, name: str, what: str) -> None:
     if not ok:
-        raise ValueError(f"training setting {name} must be {what}")
+        raise ValueError(f"training setting {name} (--{name.replace('_', '-')}) must be {what}")
+
+
+def optimizer_name(text: str) -> str:
+    """The canonical spelling of an optimiser name given in any case (``adamw`` → ``AdamW``, ``RMSProp`` →
+    ``RMSprop``); ValueError for an unknown one."""
+    found = {name.lower(): name for name in OPTIMIZERS}.get(str(text).lower())
+    if found is None:
+        raise ValueError(f"unknown optimizer {text!r}: choose one of {', '.join(OPTIMIZERS)}")
+    return found
+
+
+def resolve_auto(cfg: TrainConfig, nc: int, images: int) -> TrainConfig:
+    """``cfg`` with ``optimizer="auto"`` made concrete for a dataset of ``nc`` classes and ``images`` training
+    images, as the reference decides (see the module docstring); any other ``cfg`` unchanged."""
+    if cfg.optimizer != "auto":
+        return cfg
+    iterations = math.ceil(images / max(cfg.batch, cfg.nbs)) * cfg.epochs
+    if iterations > AUTO_SGD_ITERATIONS:
+        return dataclasses.replace(cfg, optimizer="SGD", lr0=0.01, momentum=0.9, warmup_bias_lr=0.0)
+    return dataclasses.replace(cfg, optimizer="AdamW", lr0=round(0.002 * 5 / (4 + nc), 6), momentum=0.9,
+                               warmup_bias_lr=0.0)
 
 
 def accumulate(cfg: TrainConfig) -> int:
@@ -110,7 +146,10 @@ def scaled_weight_decay(cfg: TrainConfig) -> float:
 
 
 def lr_factor(epoch: int, cfg: TrainConfig) -> float:
-    """``lf(epoch)``: 1 at epoch 0, falling linearly to ``lrf`` at ``epochs`` (the epoch's lr is ``lr0 * lf``)."""
+    """``lf(epoch)``: 1 at epoch 0, falling to ``lrf`` at ``epochs``, linearly or (``cos_lr``) along half a cosine
+    (the epoch's lr is ``lr0 * lf``)."""
+    if cfg.cos_lr:
+        return max((1 - math.cos(epoch * math.pi / cfg.epochs)) / 2, 0) * (cfg.lrf - 1.0) + 1.0
     return max(1 - epoch / cfg.epochs, 0) * (1.0 - cfg.lrf) + cfg.lrf
 
 
@@ -151,7 +190,8 @@ def lr_at(iteration: int, epoch: int, cfg: TrainConfig, nb: int, bias: bool = Fa
 
 
 def momentum_at(iteration: int, cfg: TrainConfig, nb: int) -> float:
-    """SGD momentum at a global ``iteration``: ``warmup_momentum`` rising to ``momentum`` during warm-up."""
+    """Momentum (SGD, RMSprop) at a global ``iteration``: ``warmup_momentum`` rising to ``momentum`` during
+    warm-up."""
     if not _warming(iteration, cfg, nb):
         return cfg.momentum
     return _ramp(iteration, cfg, nb, cfg.warmup_momentum, cfg.momentum)
@@ -229,10 +269,19 @@ def regroup(optimizer: torch.optim.Optimizer, model: nn.Module, trainable: Calla
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig,
                     trainable: Callable[[str], bool] | None = None,
-                    lr_split: LrSplit | None = None) -> torch.optim.SGD:
-    """Nesterov SGD over :func:`param_groups` with ``lr0`` and ``momentum`` (warm-up overrides both)."""
-    return torch.optim.SGD(param_groups(model, trainable, cfg, lr_split), lr=cfg.lr0, momentum=cfg.momentum,
-                           nesterov=True)
+                    lr_split: LrSplit | None = None) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` over :func:`param_groups` with ``lr0`` (the schedule overrides it): Nesterov SGD with
+    ``momentum``, Adam / AdamW with ``betas=(momentum, 0.999)``, RMSprop with ``momentum``. ``auto`` must be
+    resolved first (:func:`resolve_auto`: it depends on the dataset)."""
+    groups = param_groups(model, trainable, cfg, lr_split)
+    if cfg.optimizer == "SGD":
+        return torch.optim.SGD(groups, lr=cfg.lr0, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer in ("Adam", "AdamW"):
+        kind = torch.optim.AdamW if cfg.optimizer == "AdamW" else torch.optim.Adam
+        return kind(groups, lr=cfg.lr0, betas=(cfg.momentum, 0.999), weight_decay=0.0)
+    if cfg.optimizer == "RMSprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr0, momentum=cfg.momentum)
+    raise ValueError(f"optimizer {cfg.optimizer!r} must be resolved for the dataset first (resolve_auto)")
 
 
 def apply_schedule(optimizer: torch.optim.Optimizer, iteration: int, epoch: int, cfg: TrainConfig, nb: int) -> int:
@@ -240,11 +289,13 @@ def apply_schedule(optimizer: torch.optim.Optimizer, iteration: int, epoch: int,
 
     Groups are told apart by their ``"name"`` (see :func:`param_groups`); pg2 ``"bias"`` warms up from above.
     Each group's lr is multiplied by its ``"lr_mult"`` (1 when absent): the whole schedule, warm-up included.
+    Momentum is set where the optimiser has one (SGD, RMSprop; Adam's betas stay).
     """
     momentum = momentum_at(iteration, cfg, nb)
     for group in optimizer.param_groups:
         group["lr"] = lr_at(iteration, epoch, cfg, nb, bias=group["name"] == "bias") * group.get("lr_mult", 1.0)
-        group["momentum"] = momentum
+        if "momentum" in group:
+            group["momentum"] = momentum
     return accumulate_at(iteration, cfg, nb)
 
 

@@ -17,14 +17,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cli import ArgumentParser, default_device, device, image_size, non_negative_int, positive_int
+import yaml
+
+from ..cli import (ArgumentParser, default_device, device, image_size, non_negative_float, non_negative_int, one_line,
+                   positive_float, positive_int)
 from ..data import DatasetInfo, check_dataset, format_report, resolve_dataset
 from ..freezing.auto import WARMUP
 from ..freezing.cache import DTYPES, MODES, estimate_run_cache
 from ..freezing.plan import BN_MODES, FreezePlan, format_audit
 from ..model import YOLO, build_model, with_class_names
 from ..weights.checkpoints import load_checkpoint, load_model
-from .optim import TrainConfig
+from .optim import OPTIMIZERS, TrainConfig, optimizer_name, resolve_auto
 from .runs import new_run_dir
 from .trainer import Distributed, Trainer, seed_everything
 
@@ -32,6 +35,34 @@ TRAIN_MODULE = "yolofreeze.train"  # what ``python -m`` runs for one training ru
 # The embedded first run: small enough for a 2-core CPU in a few minutes, offline (no pretrained download).
 DEMO_DEFAULTS = {"weights": "none", "epochs": 10, "imgsz": 160, "batch": 8, "patience": 0}
 RECIPE_DEFAULTS = {"epochs": 100, "imgsz": 640, "batch": 16, "patience": 100}
+# TrainConfig fields with a flag of the reference's name (--weight-decay for weight_decay …); None: the default
+RECIPE_HELP = {
+    "optimizer": f"{', '.join(OPTIMIZERS)} (any case); auto: AdamW with a fitted lr0 for runs of up to 10,000 "
+                 f"iterations, else SGD, as the reference decides (default SGD, the paper's)",
+    "lr0": f"initial learning rate (default {TrainConfig.lr0}; auto sets its own)",
+    "lrf": f"final learning rate as a fraction of lr0 (default {TrainConfig.lrf})",
+    "momentum": f"SGD/RMSprop momentum, Adam's first beta (default {TrainConfig.momentum})",
+    "weight_decay": f"weight decay for a batch of nbs images (default {TrainConfig.weight_decay})",
+    "warmup_epochs": f"warm-up epochs, may be fractional (default {TrainConfig.warmup_epochs})",
+    "warmup_momentum": f"momentum at the start of warm-up (default {TrainConfig.warmup_momentum})",
+    "warmup_bias_lr": f"biases' learning rate at the start of warm-up (default {TrainConfig.warmup_bias_lr})",
+    "nbs": f"nominal batch: images per optimiser step, by accumulating gradients (default {TrainConfig.nbs})",
+    "cos_lr": "cosine learning-rate decay instead of linear (--no-cos-lr: linear, the default)",
+    "box": f"box loss gain (default {TrainConfig.box})",
+    "cls": f"classification loss gain (default {TrainConfig.cls})",
+    "dfl": f"distribution focal loss gain (default {TrainConfig.dfl})",
+}
+
+
+def _optimizer_flag(text: str) -> str:
+    try:
+        return optimizer_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+RECIPE_TYPES = {"optimizer": _optimizer_flag, "lr0": positive_float, "nbs": positive_int}
+CFG_KEYS = ("epochs", "batch", "imgsz", "patience", "seed", *RECIPE_HELP)  # what --cfg FILE.yaml may set
 Say = Callable[[str], None]
 
 
@@ -55,7 +86,19 @@ class RunSettings:
     patience: int | None = None
     batch: int | None = None
     imgsz: int | None = None
-    lr0: float = TrainConfig.lr0
+    optimizer: str | None = None
+    lr0: float | None = None
+    lrf: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    warmup_epochs: float | None = None
+    warmup_momentum: float | None = None
+    warmup_bias_lr: float | None = None
+    nbs: int | None = None
+    cos_lr: bool | None = None
+    box: float | None = None
+    cls: float | None = None
+    dfl: float | None = None
     seed: int = 0
     device: str | None = None
     workers: int = 2
@@ -71,12 +114,19 @@ class RunSettings:
         """Whether the run trains on the embedded ``demo`` dataset (its own defaults apply)."""
         return str(self.data).lower() == "demo"
 
-    def config(self) -> TrainConfig:
-        """The recipe: the given epochs, image size, batch and patience, or the defaults (the demo's on ``demo``)."""
+    def config(self, data: DatasetInfo | None = None) -> TrainConfig:
+        """The recipe: the given epochs, image size, batch and patience, or the defaults (the demo's on ``demo``),
+        and every recipe setting given (else :class:`TrainConfig`'s default). With the run's ``data``,
+        ``optimizer="auto"`` is resolved for it (:func:`~yolofreeze.training.optim.resolve_auto`). ValueError for a
+        value the recipe refuses."""
         defaults = DEMO_DEFAULTS if self.demo else RECIPE_DEFAULTS
         given = {key: getattr(self, key) for key in ("epochs", "imgsz", "batch", "patience")}
-        return TrainConfig(**{k: v if v is not None else defaults[k] for k, v in given.items()}, seed=self.seed,
-                           lr0=self.lr0)
+        recipe = {key: getattr(self, key) for key in RECIPE_HELP if getattr(self, key) is not None}
+        cfg = TrainConfig(**{k: v if v is not None else defaults[k] for k, v in given.items()}, seed=self.seed,
+                          **recipe)
+        if data is None:
+            return cfg
+        return resolve_auto(cfg, data.nc, len(data.splits.get("train", ())))
 
     def plan(self, model: YOLO) -> FreezePlan:
         """The run's whole freeze plan on ``model`` (:meth:`FreezePlan.build`)."""
@@ -147,7 +197,16 @@ def train_parser(prog: str = "train.py", description: str | None = None) -> argp
                                                            f"{RECIPE_DEFAULTS['batch']}; demo {DEMO_DEFAULTS['batch']})")
     parser.add_argument("--imgsz", type=image_size, help=f"training image size in pixels (default "
                                                          f"{RECIPE_DEFAULTS['imgsz']}; demo {DEMO_DEFAULTS['imgsz']})")
-    parser.add_argument("--lr0", type=float, default=TrainConfig.lr0, help="initial learning rate")
+    recipe = parser.add_argument_group("recipe (the reference's names; --cfg FILE.yaml sets any of them, flags win)")
+    recipe.add_argument("--cfg", default=None, metavar="FILE.yaml",
+                        help="a yaml of training settings (epochs, batch, imgsz, patience, seed and the flags below, "
+                             "by their reference names, e.g. a run's args.yaml); other keys are listed and ignored")
+    for name, text in RECIPE_HELP.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "cos_lr":
+            recipe.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            recipe.add_argument(flag, type=RECIPE_TYPES.get(name, non_negative_float), default=None, help=text)
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (data order, fresh layers)")
     parser.add_argument("--device", type=device, default=None, help=f"cpu, cuda or cuda:N (default {default_device()})")
     parser.add_argument("--workers", type=non_negative_int, default=2, help="data-loader worker processes")
@@ -174,13 +233,14 @@ def parse_train_args(argv: Sequence[str] | None, parser: argparse.ArgumentParser
     """``train.py``'s command line → ``(settings, the run folder to resume or None)``; bad flags exit with code 2
     and one line (argparse)."""
     parser = parser or train_parser()
+    cfg_file = parser.parse_known_args(argv)[0].cfg
+    if cfg_file:
+        apply_cfg_file(parser, cfg_file)
     args = parser.parse_args(argv)
     if args.model and Path(args.model).suffix == ".pt":  # a checkpoint given as --model: it is the start
         if args.weights:
             parser.error(f"--model {args.model} is a checkpoint and --weights {args.weights} another; give one")
         args.model, args.weights = None, args.model
-    if args.lr0 <= 0:
-        parser.error(f"--lr0 {args.lr0} must be positive")
     if args.cache_dtype and not args.cache_frozen:
         parser.error(f"--cache-dtype {args.cache_dtype} applies with --cache-frozen ram or disk")
     adaptive = len(args.freeze) == 1 and args.freeze[0].lower().startswith("auto")
@@ -189,10 +249,49 @@ def parse_train_args(argv: Sequence[str] | None, parser: argparse.ArgumentParser
     if given and not adaptive:
         parser.error(f"{given[0]} applies with --freeze auto")
     flags = {k: v for k, v in vars(args).items() if k not in ("resume", "no_amp", "grad_norms", "freeze",
-                                                              "cache_dtype")}
+                                                              "cache_dtype", "cfg")}
     settings = RunSettings(**flags, freeze=tuple(args.freeze), grad_norms=args.grad_norms == "on",
                            amp=not args.no_amp, cache_dtype=args.cache_dtype or "fp32")
+    try:
+        cfg = settings.config()
+    except ValueError as error:
+        parser.error(str(error))
+    if cfg.optimizer == "auto" and settings.lr0 is not None:
+        print(f"warning: --optimizer auto chooses its own lr0 and momentum; --lr0 {settings.lr0} is ignored",
+              file=sys.stderr)
     return settings, args.resume
+
+
+def apply_cfg_file(parser: argparse.ArgumentParser, path: str) -> None:
+    """Make the training settings in the yaml at ``path`` (:data:`CFG_KEYS`) ``parser``'s defaults, checked by the
+    flags' own types (so the command line still wins); other keys, and keys set to null, are listed in one warning
+    line on stderr. Bad files and values end with ``parser.error``."""
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        parser.error(f"--cfg {path}: {one_line(error)}")
+    if not isinstance(values, dict):
+        parser.error(f"--cfg {path}: expected a mapping of setting names to values")
+    actions = {action.dest: action for action in parser._actions}
+    defaults, ignored = {}, []
+    for key, value in values.items():
+        if key not in CFG_KEYS or value is None:
+            ignored.append(str(key))
+            continue
+        action = actions[key]
+        if action.type is None:  # --cos-lr / --no-cos-lr
+            if not isinstance(value, bool):
+                parser.error(f"--cfg {path}: {key}: {value!r} is not true or false")
+            defaults[key] = value
+            continue
+        try:
+            defaults[key] = action.type(str(value))
+        except (argparse.ArgumentTypeError, ValueError) as error:
+            parser.error(f"--cfg {path}: {key}: {error}")
+    if ignored:
+        print(f"warning: --cfg {path}: {len(ignored)} keys are not training settings here and are ignored: "
+              f"{', '.join(ignored)}", file=sys.stderr)
+    parser.set_defaults(**defaults)
 
 
 def start_model(settings: RunSettings, names: list[str]) -> tuple[YOLO, str]:
@@ -222,7 +321,9 @@ def new_trainer(settings: RunSettings, dist: Distributed, say: Say = lambda _: N
     """Build the trainer of a new run: dataset, starting model aligned with its classes, plan, run folder (made
     last: a refused run leaves no folder). ``say`` gets the dataset table, the start and the freeze audit."""
     info = checked_dataset(resolve_dataset(settings.data), say)
-    cfg = settings.config()
+    cfg = settings.config(info)
+    if settings.optimizer == "auto":
+        say(f"optimizer auto: {cfg.optimizer} with lr0 {cfg.lr0} and momentum {cfg.momentum} (args.yaml keeps them)")
     seed_everything(cfg.seed)
     model, origin = start_model(settings, info.names)
     if model.names != info.names:

@@ -1,9 +1,9 @@
-"""The training loop: the reference's SGD recipe around our model, loss, data and evaluation.
+"""The training loop: the reference's recipe around our model, loss, data and evaluation.
 
 Data flow per epoch: shuffled training batches (one ``DistributedSampler`` shard per process; a single process is
 the one-shard case, so the order is a function of ``seed`` and the epoch, which is what makes resume exact) →
 ``model`` in train mode with the frozen blocks' batch-norm in eval (:class:`FreezePlan`) → loss → backward →
-every ``accumulate`` batches a clipped Nesterov-SGD step and an EMA update (:mod:`yolofreeze.training.optim`) → after the
+every ``accumulate`` batches a clipped optimiser step and an EMA update (:mod:`yolofreeze.training.optim`) → after the
 epoch the EMA weights are evaluated with pycocotools (:func:`yolofreeze.evaluation.evaluate.evaluate`), a ``results.csv``
 row is written, and ``weights/last.pt`` (and ``best.pt`` when the fitness ``0.1 * mAP50 + 0.9 * mAP50-95``
 improved) are saved atomically.
@@ -163,7 +163,7 @@ class Trainer:
         model: the network to train, already predicting ``data``'s classes in ``data``'s order
             (see :func:`yolofreeze.model.with_class_names`).
         data: the dataset; its ``train`` split trains, its ``val`` split validates each epoch.
-        cfg: the recipe (epochs, batch, image size, SGD hyper-parameters, loss gains).
+        cfg: the recipe (epochs, batch, image size, optimiser and its hyper-parameters, loss gains).
         run_dir: the run's folder (``runs/train/<name>``), created beforehand.
         plan: which blocks are frozen, with its batch-norm policy, learning-rate multipliers and unfreezing
             schedule (default: none frozen); with an adaptive rule (``--freeze auto``) the trainer feeds it the
