@@ -136,6 +136,9 @@ def test_bad_freeze_index_is_an_error(demo_data, tmp_path, capsys):
     (["--nbs", "0"], "0 must be at least 1"),
     (["--warmup-momentum", "1"], "warmup_momentum (--warmup-momentum) must be in [0, 1)"),
     (["--cfg", "/no/such/args.yaml"], "--cfg /no/such/args.yaml:"),
+    (["--fliplr", "1.5"], "1.5 is not between 0 and 1"),
+    (["--freeze", "fr2", "--cache-frozen", "ram", "--augment", "light"], "but --augment light changes the images"),
+    (["--freeze", "fr2", "--cache-frozen", "ram", "--hsv-v", "0.2"], "but --hsv-v 0.2 changes the images"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, demo_data, tmp_path, capsys):
     data = [] if "--data" in argv else ["--data", str(demo_data), "--weights", "none"]
@@ -250,9 +253,11 @@ def test_cfg_reads_an_ultralytics_args_yaml_lists_what_it_ignores_and_flags_win(
     cfg = settings.config()
     assert (cfg.optimizer, cfg.lr0, cfg.lrf, cfg.cos_lr, cfg.epochs, cfg.batch, cfg.imgsz, cfg.box,
             cfg.warmup_epochs) == ("AdamW", 0.003, 0.5, True, 7, 8, 128, 5.0, 1.5)  # --lrf on the command line wins
+    assert (cfg.fliplr, cfg.hsv_h, cfg.hsv_s, cfg.hsv_v) == (0.5, 0.015, 0.7, 0.4)  # the reference's augmentation
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"warning: --cfg {path}:")
-    assert "mosaic" in err and "hsv_h" in err and "lr0" not in err.split(": ", 2)[2].split(", ")
+    ignored = err.split(": ", 2)[2].split(", ")
+    assert "mosaic" in ignored and "translate" in ignored and not {"lr0", "hsv_h", "fliplr"} & set(ignored)
 
 
 @pytest.mark.parametrize("content, message", [("batch: -1\n", "--cfg {path}: batch: -1 must be at least 1"),
@@ -275,6 +280,22 @@ def test_optimizer_auto_resolves_for_the_dataset_and_args_yaml_keeps_the_choice(
     assert (args["optimizer"], args["lr0"], args["momentum"], args["warmup_bias_lr"]) == ("AdamW", 0.001429, 0.9, 0.0)
     ckpt = torch.load(tmp_path / "auto" / "weights" / "last.pt", weights_only=True)
     assert ckpt["train"]["config"]["optimizer"] == "AdamW"  # --resume rebuilds the same optimiser
+
+
+def test_a_light_augmented_run_finishes_and_its_args_yaml_gives_the_same_recipe(demo_data, tmp_path, capsys):
+    assert train_cli.main(["--data", str(demo_data), "--weights", "none", "--augment", "light", "--hsv-h", "0.02",
+                           "--epochs", "2", "--grad-norms", "off", "--project", str(tmp_path), "--name", "aug",
+                           *TINY]) == 0
+    args_yaml = tmp_path / "aug" / "args.yaml"
+    args = yaml.safe_load(args_yaml.read_text())
+    assert (args["augment"], args["fliplr"], args["hsv_h"], args["hsv_s"], args["hsv_v"]) == ("light", 0.5, 0.02, 0.7,
+                                                                                                0.4)
+    results = read_results(tmp_path / "aug" / "results.csv")
+    assert results["epoch"] == [1.0, 2.0] and all(v == v for v in results["train/box_loss"])
+    capsys.readouterr()
+    again, _ = parse_train_args(["--data", str(demo_data), "--cfg", str(args_yaml)])
+    ckpt = torch.load(tmp_path / "aug" / "weights" / "last.pt", weights_only=True)
+    assert again.config().to_dict() == ckpt["train"]["config"]  # the file holds the whole recipe
 
 
 def test_run_settings_round_trip_and_read_the_records_of_older_runs():

@@ -4,7 +4,7 @@
 ``build_dataloader(info.splits["train"], ...)`` turns its records into ``Batch`` es; ``check_dataset`` and
 ``format_report`` summarise it; ``to_coco_gt`` gives pycocotools ground truth.
 """
-from .augment import Augment
+from .augment import PRESETS as AUGMENT_PRESETS, AugmentSettings
 from .coco import to_coco_gt
 from .demo import DEMO_NAMES, demo_root, ensure_demo_dataset, write_demo_dataset
 from .formats import (
@@ -43,7 +43,7 @@ from .records import (
 from .registry import COCO80_NAMES, NAMED_DATASETS, dataset_bases, resolve_dataset
 
 __all__ = [
-    "Augment", "Batch", "COCO80_NAMES", "DEMO_NAMES", "DatasetInfo", "DatasetNotFoundError", "DatasetReport",
+    "AUGMENT_PRESETS", "AugmentSettings", "Batch", "COCO80_NAMES", "DEMO_NAMES", "DatasetInfo", "DatasetNotFoundError", "DatasetReport",
     "DetectionDataset", "ImageMeta", "ImageRecord", "LoadFailure", "NAMED_DATASETS", "PAD_VALUE", "PROBLEM_KINDS",
     "ProblemReport", "Sample", "SplitSummary", "build_dataloader", "check_dataset", "collate", "dataset_bases",
     "decode_image", "demo_root", "detect_format", "ensure_demo_dataset", "format_report", "label_path", "letterbox",

@@ -21,7 +21,7 @@ import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -30,15 +30,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from ..boxes import xyxy2xywh
-from .augment import Augment
+from .augment import AugmentSettings, augment, sample_rng
 from .records import IMAGE_ERRORS, ImageRecord
 
 log = logging.getLogger(__name__)
 
 PAD_VALUE = 114
-
-AugmentFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-
 
 def decode_image(path: str | Path) -> np.ndarray:
     """Decode an image file with OpenCV, EXIF orientation applied.
@@ -234,16 +231,23 @@ class DetectionDataset(Dataset):
         batch_size: batch size for the rectangular shapes.
         stride: shape alignment in pixels.
         cache_images: decode and resize every image once up front into RAM (uint8 arrays), shared with workers.
-        augment: ``(image, boxes_xyxy, classes) -> same`` applied to the letterboxed image, or None.
+        augment: augmentation of the letterboxed image (:mod:`yolofreeze.data.augment`), or None. Its draws come
+            from :func:`~yolofreeze.data.augment.sample_rng` of ``seed``, the epoch and the record: items are then
+            addressed as ``epoch * len(dataset) + position`` (:class:`EpochStamped` does it for a sampler).
+        seed: the run's seed, for ``augment``.
     """
 
     def __init__(self, records: Sequence[ImageRecord], imgsz: int = 640, rect: bool = False, batch_size: int = 16,
-                 stride: int = 32, cache_images: bool = False, augment: AugmentFn | None = None) -> None:
+                 stride: int = 32, cache_images: bool = False, augment: AugmentSettings | None = None,
+                 seed: int = 0) -> None:
         if imgsz % stride:
             raise ValueError(f"imgsz {imgsz} must be a multiple of the stride {stride}")
+        if augment is not None and rect:
+            raise ValueError("augmentation is for square training batches, not rect (validation) ones")
         self.records = list(records)
         self.imgsz = imgsz
-        self.augment = augment
+        self.augment = augment if augment is not None and augment.active else None
+        self.seed = seed
         if rect and self.records:
             sizes = np.array([(r.height, r.width) for r in self.records], np.float64)
             self.order, self.shapes = rect_batch_shapes(sizes, imgsz, batch_size, stride)
@@ -291,27 +295,31 @@ class DetectionDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, item: int) -> Sample | LoadFailure:
-        """Item ``item`` (a position in the rect order when ``rect``): a ``Sample``, or a ``LoadFailure``."""
+        """Item ``item`` (a position in the rect order when ``rect``; with ``augment``, ``epoch * len + position``):
+        a ``Sample``, or a ``LoadFailure``."""
+        epoch, item = divmod(int(item), len(self.records)) if self.augment is not None else (0, item)
         index = int(self.order[item])
         try:
             resized = self._load(index)
         except IMAGE_ERRORS as error:
             log.warning("unreadable image %s left out of its batch: %s", self.records[index].path, error)
             return LoadFailure(index, str(error))
-        return self._sample(index, resized, tuple(int(s) for s in self.shapes[item]))
+        return self._sample(index, resized, tuple(int(s) for s in self.shapes[item]), epoch)
 
-    def _sample(self, index: int, resized: np.ndarray, shape: tuple[int, int]) -> Sample:
-        """Letterbox the resized image of record ``index`` to ``shape`` (never enlarged) and build its targets."""
+    def _sample(self, index: int, resized: np.ndarray, shape: tuple[int, int], epoch: int = 0) -> Sample:
+        """Letterbox the resized image of record ``index`` to ``shape`` (never enlarged), augment it (``epoch``'s
+        draws) and build its targets."""
         record = self.records[index]
         orig_hw = (record.height, record.width)
         image, ratio, (left, top) = letterbox_from_original(resized, orig_hw, self.imgsz, shape, scaleup=False)
         keep = ~record.flags
-        boxes = torch.from_numpy(record.boxes[keep] * np.array([*ratio, *ratio], np.float32)
-                                 + np.array([left, top, left, top], np.float32))
+        boxes = (record.boxes[keep] * np.array([*ratio, *ratio], np.float32)
+                 + np.array([left, top, left, top], np.float32))
+        if self.augment is not None:
+            image, boxes = augment(image, boxes, sample_rng(self.seed, epoch, index), self.augment)
+        boxes = torch.from_numpy(boxes)
         classes = torch.from_numpy(record.classes[keep])
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if self.augment is not None:
-            tensor, boxes, classes = self.augment(tensor, boxes, classes)
         height, width = shape
         targets = torch.zeros((len(classes), 6), dtype=torch.float32)
         targets[:, 1] = classes.float()
@@ -351,9 +359,25 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
+class EpochStamped(Sampler):
+    """``sampler``'s positions stamped with its epoch (``epoch * size + position``), for a dataset whose items
+    depend on the epoch (augmentation). The epoch is the wrapped sampler's ``epoch`` (``DistributedSampler``:
+    ``set_epoch``), read when an epoch's iteration starts."""
+
+    def __init__(self, sampler: Sampler, size: int):
+        self.sampler, self.size = sampler, size
+
+    def __iter__(self):
+        offset = int(getattr(self.sampler, "epoch", 0)) * self.size
+        return (offset + int(position) for position in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 def build_dataloader(records: Sequence[ImageRecord], imgsz: int = 640, batch: int = 16, shuffle: bool = False,
                      workers: int = 0, seed: int = 0, rect: bool = False, cache_images: bool = False,
-                     augment: bool | AugmentFn = False, stride: int = 32,
+                     augment: AugmentSettings | None = None, stride: int = 32,
                      pin_memory: bool | None = None, sampler: Sampler | None = None) -> DataLoader:
     """A DataLoader of ``Batch`` es over ``records``.
 
@@ -368,7 +392,8 @@ def build_dataloader(records: Sequence[ImageRecord], imgsz: int = 640, batch: in
         rect: rectangular per-batch shapes ordered by aspect ratio (validation); otherwise square ``imgsz``.
         cache_images: keep decoded, resized images in RAM (filled once, when the loader is built); costs about
             ``3 * imgsz * imgsz * (short side / long side)`` bytes per image (0.9 MB for 4:3 at 640).
-        augment: True for ``Augment()`` defaults, or a callable ``(image, boxes_xyxy, classes) -> same``.
+        augment: training augmentation (:class:`~yolofreeze.data.augment.AugmentSettings`), drawn per image and
+            epoch from ``seed``; needs a ``sampler`` with an ``epoch`` (``DistributedSampler``).
         stride: shape alignment in pixels.
         pin_memory: page-locked batches; default: when CUDA is available.
         sampler: the order of the records (e.g. a ``DistributedSampler`` for training: a fresh shuffle per
@@ -381,9 +406,12 @@ def build_dataloader(records: Sequence[ImageRecord], imgsz: int = 640, batch: in
         raise ValueError("rect batches have a fixed aspect-ratio order; use shuffle=False with rect=True")
     if sampler is not None and (shuffle or rect):
         raise ValueError("a sampler sets the order itself: use shuffle=False and rect=False with it")
-    transform = Augment() if augment is True else (augment or None)
     dataset = DetectionDataset(records, imgsz, rect=rect, batch_size=batch, stride=stride, cache_images=cache_images,
-                               augment=transform)
+                               augment=augment, seed=seed)
+    if dataset.augment is not None:
+        if sampler is None or not hasattr(sampler, "epoch"):
+            raise ValueError("augmentation needs a sampler with an epoch (DistributedSampler and set_epoch)")
+        sampler = EpochStamped(sampler, len(dataset))
     return DataLoader(dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers,
                       collate_fn=collate,
                       pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.augment import AugmentSettings
 from ..freezing.plan import LrSplit
 
 GROUPS = ("weight", "norm", "bias")  # pg0, pg1, pg2: the order of the results.csv columns lr/pg0, lr/pg1, lr/pg2
@@ -87,6 +88,10 @@ class TrainConfig:
     dfl: float = 1.5
     optimizer: str = "SGD"  # SGD, Adam, AdamW, RMSprop, or auto (resolved by resolve_auto once the data is known)
     cos_lr: bool = False  # cosine instead of linear decay from lr0 to lr0 * lrf
+    fliplr: float = 0.0  # augmentation (yolofreeze.data.augment): probability of a horizontal flip
+    hsv_h: float = 0.0  # HSV jitter ranges
+    hsv_s: float = 0.0
+    hsv_v: float = 0.0
 
     def __post_init__(self):
         for name in ("epochs", "batch", "imgsz", "nbs"):
@@ -98,6 +103,12 @@ class TrainConfig:
         _require(0 <= self.warmup_momentum < 1, "warmup_momentum", "in [0, 1)")
         for name in ("lrf", "weight_decay", "warmup_epochs", "warmup_bias_lr", "box", "cls", "dfl"):
             _require(getattr(self, name) >= 0, name, ">= 0")
+        for name in ("fliplr", "hsv_h", "hsv_s", "hsv_v"):
+            _require(0 <= getattr(self, name) <= 1, name, "between 0 and 1")
+
+    def augmentation(self) -> AugmentSettings:
+        """The training images' augmentation (nothing active by default)."""
+        return AugmentSettings(fliplr=self.fliplr, hsv_h=self.hsv_h, hsv_s=self.hsv_s, hsv_v=self.hsv_v)
 
     @property
     def val_batch(self) -> int:

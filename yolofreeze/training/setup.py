@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from ..cli import (ArgumentParser, default_device, device, image_size, non_negative_float, non_negative_int, one_line,
-                   positive_float, positive_int)
-from ..data import DatasetInfo, check_dataset, format_report, resolve_dataset
+from ..cli import (ArgumentParser, default_device, device, fraction, image_size, non_negative_float,
+                   non_negative_int, one_line, positive_float, positive_int)
+from ..data import AUGMENT_PRESETS, DatasetInfo, check_dataset, format_report, resolve_dataset
 from ..freezing.auto import WARMUP
 from ..freezing.cache import DTYPES, MODES, estimate_run_cache
 from ..freezing.plan import BN_MODES, FreezePlan, format_audit
@@ -51,7 +51,12 @@ RECIPE_HELP = {
     "box": f"box loss gain (default {TrainConfig.box})",
     "cls": f"classification loss gain (default {TrainConfig.cls})",
     "dfl": f"distribution focal loss gain (default {TrainConfig.dfl})",
+    "fliplr": "augmentation: probability of a horizontal flip (default 0; --augment light: 0.5)",
+    "hsv_h": "augmentation: hue jitter, fraction of the colour circle (default 0; light: 0.015)",
+    "hsv_s": "augmentation: saturation jitter, fraction (default 0; light: 0.7)",
+    "hsv_v": "augmentation: value (brightness) jitter, fraction (default 0; light: 0.4)",
 }
+AUGMENT_FLAGS = ("fliplr", "hsv_h", "hsv_s", "hsv_v")
 
 
 def _optimizer_flag(text: str) -> str:
@@ -61,7 +66,9 @@ def _optimizer_flag(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-RECIPE_TYPES = {"optimizer": _optimizer_flag, "lr0": positive_float, "nbs": positive_int}
+RECIPE_TYPES = {"optimizer": _optimizer_flag, "lr0": positive_float, "nbs": positive_int,
+                **dict.fromkeys(AUGMENT_FLAGS, fraction)}
+# not "augment": the reference's args.yaml uses that name for test-time augmentation; fliplr and hsv_* carry ours
 CFG_KEYS = ("epochs", "batch", "imgsz", "patience", "seed", *RECIPE_HELP)  # what --cfg FILE.yaml may set
 Say = Callable[[str], None]
 
@@ -99,6 +106,11 @@ class RunSettings:
     box: float | None = None
     cls: float | None = None
     dfl: float | None = None
+    augment: str | None = None
+    fliplr: float | None = None
+    hsv_h: float | None = None
+    hsv_s: float | None = None
+    hsv_v: float | None = None
     seed: int = 0
     device: str | None = None
     workers: int = 2
@@ -121,7 +133,8 @@ class RunSettings:
         value the recipe refuses."""
         defaults = DEMO_DEFAULTS if self.demo else RECIPE_DEFAULTS
         given = {key: getattr(self, key) for key in ("epochs", "imgsz", "batch", "patience")}
-        recipe = {key: getattr(self, key) for key in RECIPE_HELP if getattr(self, key) is not None}
+        preset = dataclasses.asdict(AUGMENT_PRESETS[self.augment or "none"])  # the flags of single transforms win
+        recipe = {**preset, **{key: getattr(self, key) for key in RECIPE_HELP if getattr(self, key) is not None}}
         cfg = TrainConfig(**{k: v if v is not None else defaults[k] for k, v in given.items()}, seed=self.seed,
                           **recipe)
         if data is None:
@@ -198,6 +211,9 @@ def train_parser(prog: str = "train.py", description: str | None = None) -> argp
     parser.add_argument("--imgsz", type=image_size, help=f"training image size in pixels (default "
                                                          f"{RECIPE_DEFAULTS['imgsz']}; demo {DEMO_DEFAULTS['imgsz']})")
     recipe = parser.add_argument_group("recipe (the reference's names; --cfg FILE.yaml sets any of them, flags win)")
+    recipe.add_argument("--augment", choices=tuple(AUGMENT_PRESETS), default=None,
+                        help="training augmentation: none (the paper's protocol, default) or light (horizontal flip "
+                             "and HSV jitter at the reference's values); --fliplr and --hsv-* set each one")
     recipe.add_argument("--cfg", default=None, metavar="FILE.yaml",
                         help="a yaml of training settings (epochs, batch, imgsz, patience, seed and the flags below, "
                              "by their reference names, e.g. a run's args.yaml); other keys are listed and ignored")
@@ -256,6 +272,12 @@ def parse_train_args(argv: Sequence[str] | None, parser: argparse.ArgumentParser
         cfg = settings.config()
     except ValueError as error:
         parser.error(str(error))
+    if settings.cache_frozen and cfg.augmentation().active:
+        source = (f"--augment {settings.augment}" if settings.augment and AUGMENT_PRESETS[settings.augment].active
+                  else next(f"--{name.replace('_', '-')} {getattr(cfg, name)}" for name in AUGMENT_FLAGS
+                            if getattr(cfg, name)))
+        parser.error(f"--cache-frozen computes the frozen prefix's outputs of each image once, but {source} changes "
+                     f"the images every epoch; leave out one of them")
     if cfg.optimizer == "auto" and settings.lr0 is not None:
         print(f"warning: --optimizer auto chooses its own lr0 and momentum; --lr0 {settings.lr0} is ignored",
               file=sys.stderr)

@@ -222,10 +222,13 @@ class Trainer:
         stride = max(32, int(self.model.stride.max()))
         self.loader = build_dataloader(data.splits["train"], cfg.imgsz, cfg.batch // self.dist.world_size,
                                        workers=workers, seed=cfg.seed, cache_images=cache_images, stride=stride,
-                                       sampler=self.sampler)
+                                       sampler=self.sampler, augment=cfg.augmentation())
         self.nb = len(self.loader)
         self.cache_mode, self.cache_dtype = cache_frozen, cache_dtype
         self.cache_estimate: CacheEstimate | None = None  # with cache_frozen: its size, checked against RAM/disk
+        if cache_frozen and cfg.augmentation().active:
+            raise ValueError("the frozen-prefix cache computes each image's prefix outputs once; augmentation "
+                             "changes the images every epoch")
         if cache_frozen:
             self.cache_estimate = estimate_run_cache(self.model, self.freeze_plan, data.splits, cfg.imgsz,
                                                      self.cfg.val_batch, cache_frozen, cache_dtype, self.run_dir)
