@@ -486,14 +486,21 @@ def test_train_config_defaults_are_the_reference_ones():
 
     reference = get_cfg()
     ours = TrainConfig().to_dict()
-    assert ours == {name: getattr(reference, name) for name in ours}
+    theirs = {name: getattr(reference, name) for name in ours}
+    # the layer-freezing paper's protocol, on purpose: SGD and no augmentation (train.py --optimizer auto and
+    # --augment light / the single flags give the reference's)
+    paper = {"optimizer": ("SGD", "auto"), "fliplr": (0.0, 0.5), "hsv_h": (0.0, 0.015), "hsv_s": (0.0, 0.7),
+             "hsv_v": (0.0, 0.4)}
+    assert {name: (ours[name], theirs[name]) for name in ours if ours[name] != theirs[name]} == paper
     assert accumulate(TrainConfig()) == 4 and TrainConfig(**ours) == TrainConfig()
 
 
 @pytest.mark.parametrize("bad", [dict(batch=0), dict(epochs=2.5), dict(lr0=0.0), dict(momentum=0.0),
-                                 dict(momentum=1.0), dict(warmup_epochs=-1.0), dict(weight_decay=-1e-4)])
+                                 dict(momentum=1.0), dict(warmup_epochs=-1.0), dict(weight_decay=-1e-4),
+                                 dict(fliplr=1.5), dict(hsv_s=-0.1), dict(optimizer="sgd")])
 def test_train_config_rejects_bad_values(bad):
-    with pytest.raises(ValueError, match=f"training setting {next(iter(bad))} must be"):
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=rf"training setting {name} \(--{name.replace('_', '-')}\) must be"):
         TrainConfig(**bad)
 
 
