@@ -490,14 +490,15 @@ def test_train_config_defaults_are_the_reference_ones():
     # the layer-freezing paper's protocol, on purpose: SGD and no augmentation (train.py --optimizer auto and
     # --augment light / the single flags give the reference's)
     paper = {"optimizer": ("SGD", "auto"), "fliplr": (0.0, 0.5), "hsv_h": (0.0, 0.015), "hsv_s": (0.0, 0.7),
-             "hsv_v": (0.0, 0.4)}
+             "hsv_v": (0.0, 0.4), "mosaic": (0.0, 1.0), "translate": (0.0, 0.1), "scale": (0.0, 0.5)}
     assert {name: (ours[name], theirs[name]) for name in ours if ours[name] != theirs[name]} == paper
     assert accumulate(TrainConfig()) == 4 and TrainConfig(**ours) == TrainConfig()
 
 
 @pytest.mark.parametrize("bad", [dict(batch=0), dict(epochs=2.5), dict(lr0=0.0), dict(momentum=0.0),
                                  dict(momentum=1.0), dict(warmup_epochs=-1.0), dict(weight_decay=-1e-4),
-                                 dict(fliplr=1.5), dict(hsv_s=-0.1), dict(optimizer="sgd")])
+                                 dict(fliplr=1.5), dict(hsv_s=-0.1), dict(optimizer="sgd"), dict(mosaic=2.0),
+                                 dict(scale=1.0), dict(close_mosaic=-1)])
 def test_train_config_rejects_bad_values(bad):
     name = next(iter(bad))
     with pytest.raises(ValueError, match=rf"training setting {name} \(--{name.replace('_', '-')}\) must be"):

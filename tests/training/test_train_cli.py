@@ -139,6 +139,8 @@ def test_bad_freeze_index_is_an_error(demo_data, tmp_path, capsys):
     (["--fliplr", "1.5"], "1.5 is not between 0 and 1"),
     (["--freeze", "fr2", "--cache-frozen", "ram", "--augment", "light"], "but --augment light changes the images"),
     (["--freeze", "fr2", "--cache-frozen", "ram", "--hsv-v", "0.2"], "but --hsv-v 0.2 changes the images"),
+    (["--augment", "default", "--close-mosaic", "20", "--epochs", "5"], "--close-mosaic 20 is more than the run's 5"),
+    (["--scale", "1"], "scale (--scale) must be in [0, 1)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, demo_data, tmp_path, capsys):
     data = [] if "--data" in argv else ["--data", str(demo_data), "--weights", "none"]
@@ -246,18 +248,20 @@ def test_cfg_reads_an_ultralytics_args_yaml_lists_what_it_ignores_and_flags_win(
     from ultralytics.cfg import get_cfg
 
     args = vars(get_cfg(overrides={"optimizer": "AdamW", "lr0": 0.003, "lrf": 0.2, "cos_lr": True, "epochs": 7,
-                                   "batch": 8, "imgsz": 128, "box": 5.0, "warmup_epochs": 1.5}))
+                                   "batch": 8, "imgsz": 128, "box": 5.0, "warmup_epochs": 1.5, "close_mosaic": 2}))
     path = tmp_path / "args.yaml"
     path.write_text(yaml.safe_dump({k: v for k, v in args.items() if not isinstance(v, Path)}))
     settings, _ = parse_train_args(["--data", str(demo_data), "--cfg", str(path), "--lrf", "0.5"])
     cfg = settings.config()
     assert (cfg.optimizer, cfg.lr0, cfg.lrf, cfg.cos_lr, cfg.epochs, cfg.batch, cfg.imgsz, cfg.box,
             cfg.warmup_epochs) == ("AdamW", 0.003, 0.5, True, 7, 8, 128, 5.0, 1.5)  # --lrf on the command line wins
-    assert (cfg.fliplr, cfg.hsv_h, cfg.hsv_s, cfg.hsv_v) == (0.5, 0.015, 0.7, 0.4)  # the reference's augmentation
+    assert (cfg.fliplr, cfg.hsv_h, cfg.hsv_s, cfg.hsv_v, cfg.mosaic, cfg.translate, cfg.scale, cfg.close_mosaic) == (
+        0.5, 0.015, 0.7, 0.4, 1.0, 0.1, 0.5, 2)  # the reference's augmentation
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"warning: --cfg {path}:")
     ignored = err.split(": ", 2)[2].split(", ")
-    assert "mosaic" in ignored and "translate" in ignored and not {"lr0", "hsv_h", "fliplr"} & set(ignored)
+    assert {"mixup", "shear", "perspective", "copy_paste"} <= set(ignored)  # what is not built here
+    assert not {"lr0", "hsv_h", "fliplr", "mosaic", "translate"} & set(ignored)
 
 
 @pytest.mark.parametrize("content, message", [("batch: -1\n", "--cfg {path}: batch: -1 must be at least 1"),
@@ -296,6 +300,15 @@ def test_a_light_augmented_run_finishes_and_its_args_yaml_gives_the_same_recipe(
     again, _ = parse_train_args(["--data", str(demo_data), "--cfg", str(args_yaml)])
     ckpt = torch.load(tmp_path / "aug" / "weights" / "last.pt", weights_only=True)
     assert again.config().to_dict() == ckpt["train"]["config"]  # the file holds the whole recipe
+
+
+def test_a_default_augmented_run_trains_with_mosaic_then_without(demo_data, tmp_path, capsys):
+    assert train_cli.main(["--data", str(demo_data), "--weights", "none", "--augment", "default", "--epochs", "2",
+                           "--close-mosaic", "1", "--workers", "2", "--grad-norms", "off", "--project",
+                           str(tmp_path), "--name", "mosaic", "--imgsz", "128", "--batch", "8"]) == 0
+    args = yaml.safe_load((tmp_path / "mosaic" / "args.yaml").read_text())
+    assert (args["mosaic"], args["translate"], args["scale"], args["close_mosaic"]) == (1.0, 0.1, 0.5, 1)
+    assert read_results(tmp_path / "mosaic" / "results.csv")["epoch"] == [1.0, 2.0]
 
 
 def test_run_settings_round_trip_and_read_the_records_of_older_runs():

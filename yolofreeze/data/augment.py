@@ -11,9 +11,20 @@ resumed run continues the same stream.
   255; a saturation of 0 stays 0, so greys stay grey). :func:`hsv_gains` draws ``gains`` uniformly in
   ``[-1, 1] * (hsv_h, hsv_s, hsv_v)``.
 - :func:`flip_lr`: the mirror image and its boxes.
+- :func:`mosaic`: four resized images around a centre on a ``2s x 2s`` grey canvas (the image itself top left, then
+  three others drawn from the whole dataset; the reference draws them from a buffer of recently loaded images),
+  boxes shifted with them, clipped to the canvas, empty ones dropped.
+- :func:`affine_matrix` / :func:`warp` / :func:`warp_boxes`: about the input's centre, rotate by ``angle`` degrees
+  and scale by ``scale``, then move the centre to ``(tx, ty)`` of an ``s x s`` output (``tx, ty`` drawn in
+  ``[0.5 - translate, 0.5 + translate] * s``): the whole square input of training, mosaic or not (without mosaic
+  this replaces the letterbox, as in the reference). Boxes: the four corners mapped, their bounds, clipped to the
+  output; :func:`box_candidates` keeps a box at least 2 px wide and high, of aspect ratio below 100 and keeping
+  more than 10% of its scaled area. No shear or perspective (the reference's defaults are 0).
 
 Presets (:data:`PRESETS`, ``--augment``): ``none``; ``light`` = horizontal flip (probability 0.5) and HSV jitter
-(0.015, 0.7, 0.4), the reference's default values of those two.
+(0.015, 0.7, 0.4); ``default`` = the reference's defaults: mosaic (probability 1, off for the last
+``close_mosaic`` epochs), translate 0.1, scale 0.5, no rotation, the same HSV jitter and flip. Order per image, as
+in the reference: mosaic, affine, HSV, flip.
 """
 from __future__ import annotations
 
@@ -21,6 +32,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+PAD = 114  # grey of the canvas around and between images
 
 
 @dataclass(frozen=True)
@@ -32,21 +45,41 @@ class AugmentSettings:
     hsv_h: float = 0.0
     hsv_s: float = 0.0
     hsv_v: float = 0.0
+    mosaic: float = 0.0
+    degrees: float = 0.0
+    translate: float = 0.0
+    scale: float = 0.0
+    close_mosaic: int = 10  # mosaic off for the last this many epochs
 
     def __post_init__(self):
-        if not 0.0 <= self.fliplr <= 1.0:
-            raise ValueError(f"fliplr {self.fliplr} is a probability: between 0 and 1")
-        for name in ("hsv_h", "hsv_s", "hsv_v"):
+        for name in ("fliplr", "hsv_h", "hsv_s", "hsv_v", "mosaic", "translate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} {getattr(self, name)} must be between 0 and 1")
+        if not 0.0 <= self.scale < 1.0:
+            raise ValueError(f"scale {self.scale} must be in [0, 1)")
+        if not 0.0 <= self.degrees <= 180.0:
+            raise ValueError(f"degrees {self.degrees} must be between 0 and 180")
+        if self.close_mosaic < 0:
+            raise ValueError(f"close_mosaic {self.close_mosaic} must not be negative")
 
     @property
     def active(self) -> bool:
         """Whether anything is augmented at all."""
-        return self.fliplr > 0 or self.hsv_h > 0 or self.hsv_s > 0 or self.hsv_v > 0
+        return self.geometric or self.fliplr > 0 or self.hsv_h > 0 or self.hsv_s > 0 or self.hsv_v > 0
+
+    @property
+    def geometric(self) -> bool:
+        """Whether images are recomposed (mosaic) or warped (affine) rather than letterboxed."""
+        return self.mosaic > 0 or self.degrees > 0 or self.translate > 0 or self.scale > 0
+
+    def mosaic_on(self, epoch: int, epochs: int) -> bool:
+        """Whether mosaic may apply in ``epoch`` (0-based) of an ``epochs``-epoch run."""
+        return self.mosaic > 0 and epoch < epochs - self.close_mosaic
 
 
-PRESETS = {"none": AugmentSettings(), "light": AugmentSettings(fliplr=0.5, hsv_h=0.015, hsv_s=0.7, hsv_v=0.4)}
+_LIGHT = {"fliplr": 0.5, "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4}
+PRESETS = {"none": AugmentSettings(), "light": AugmentSettings(**_LIGHT),
+           "default": AugmentSettings(**_LIGHT, mosaic=1.0, translate=0.1, scale=0.5)}
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -80,9 +113,92 @@ def flip_lr(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.ascontiguousarray(image[:, ::-1]), mirrored
 
 
+def mosaic(images: list[np.ndarray], boxes: list[np.ndarray], centre: tuple[int, int], size: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Four resized images ``(h, w, 3)`` (long side ``size``) around ``centre = (xc, yc)`` on a ``(2 size, 2 size, 3)``
+    canvas of grey 114: the first's bottom-right corner at the centre, the second's bottom-left, the third's
+    top-right, the fourth's top-left. Returns the canvas, the boxes ``(M, 4)`` xyxy (each image's ``boxes`` in its
+    pixels, shifted, clipped to the canvas, those of zero area dropped) and which input box each one is ``(M,)``
+    (an index into the concatenated ``boxes``)."""
+    xc, yc = centre
+    edge = 2 * size
+    canvas = np.full((edge, edge, 3), PAD, np.uint8)
+    moved = []
+    for k, (image, own) in enumerate(zip(images, boxes, strict=True)):
+        h, w = image.shape[:2]
+        # (x1, y1, x2, y2) on the canvas, clipped at its edges; the image is cut on the side away from the centre
+        x1, x2 = (max(xc - w, 0), xc) if k in (0, 2) else (xc, min(xc + w, edge))
+        y1, y2 = (max(yc - h, 0), yc) if k in (0, 1) else (yc, min(yc + h, edge))
+        sx1 = w - (x2 - x1) if k in (0, 2) else 0
+        sy1 = h - (y2 - y1) if k in (0, 1) else 0
+        canvas[y1:y2, x1:x2] = image[sy1:sy1 + (y2 - y1), sx1:sx1 + (x2 - x1)]
+        moved.append(own + np.array([x1 - sx1, y1 - sy1] * 2, np.float32))
+    everything = np.concatenate(moved) if moved else np.zeros((0, 4), np.float32)
+    clipped = everything.clip(0, edge)
+    keep = np.flatnonzero((clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1]))
+    return canvas, clipped[keep], keep
+
+
+def affine_matrix(width: int, height: int, size: int, angle: float, scale: float, tx: float, ty: float) -> np.ndarray:
+    """``(3, 3)`` float32: about the centre of a ``width x height`` input rotate by ``angle`` degrees
+    (counter-clockwise, OpenCV's convention) and scale by ``scale``, then put that centre at ``(tx, ty)`` of the
+    ``size x size`` output (pixels)."""
+    centre = np.eye(3, dtype=np.float32)
+    centre[:2, 2] = (-width / 2, -height / 2)
+    rotate = np.eye(3, dtype=np.float32)
+    rotate[:2] = cv2.getRotationMatrix2D(angle=angle, center=(0, 0), scale=scale)
+    move = np.eye(3, dtype=np.float32)
+    move[:2, 2] = (tx, ty)
+    return move @ rotate @ centre
+
+
+def draw_affine(rng: np.random.Generator, settings: AugmentSettings, size: int) -> tuple[float, float, float, float]:
+    """``(angle, scale, tx, ty)`` for :func:`affine_matrix`: uniform in ``±degrees``, ``1 ± scale`` and
+    ``(0.5 ± translate) * size``."""
+    angle = rng.uniform(-settings.degrees, settings.degrees)
+    scale = rng.uniform(1 - settings.scale, 1 + settings.scale)
+    tx, ty = rng.uniform(0.5 - settings.translate, 0.5 + settings.translate, 2) * size
+    return angle, scale, tx, ty
+
+
+def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """``image`` through ``matrix`` onto a ``(size, size, 3)`` grey-114 canvas (bilinear)."""
+    return cv2.warpAffine(image, matrix[:2], dsize=(size, size), borderValue=(PAD, PAD, PAD))
+
+
+def warp_boxes(boxes: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """``boxes (N, 4)`` xyxy through ``matrix``: the bounds of the four mapped corners, clipped to ``size``."""
+    corners = boxes[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(-1, 2)  # x1y1, x2y2, x1y2, x2y1
+    mapped = (np.c_[corners, np.ones(len(corners))] @ matrix.T)[:, :2].reshape(-1, 4, 2)
+    out = np.concatenate([mapped.min(1), mapped.max(1)], axis=1) if len(boxes) else np.zeros((0, 4))
+    return out.clip(0, size).astype(np.float32)
+
+
+def box_candidates(before: np.ndarray, after: np.ndarray, min_side: float = 2.0, max_ratio: float = 100.0,
+                   min_area: float = 0.1, eps: float = 1e-16) -> np.ndarray:
+    """Which boxes survive a warp ``(N,)`` bool: ``after`` at least ``min_side`` px on each side, aspect ratio below
+    ``max_ratio``, and more than ``min_area`` of ``before``'s area (``before``: the input boxes scaled as the warp
+    scales)."""
+    w1, h1 = before[:, 2] - before[:, 0], before[:, 3] - before[:, 1]
+    w2, h2 = after[:, 2] - after[:, 0], after[:, 3] - after[:, 1]
+    ratio = np.maximum(w2 / (h2 + eps), h2 / (w2 + eps))
+    return (w2 > min_side) & (h2 > min_side) & (w2 * h2 / (w1 * h1 + eps) > min_area) & (ratio < max_ratio)
+
+
+def affine(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, settings: AugmentSettings, size: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Warp ``image`` (any size) and ``boxes`` to ``size x size`` with draws from ``rng``; the boxes that survive
+    (:func:`box_candidates`) and their indices."""
+    angle, scale, tx, ty = draw_affine(rng, settings, size)
+    matrix = affine_matrix(image.shape[1], image.shape[0], size, angle, scale, tx, ty)
+    moved = warp_boxes(boxes, matrix, size)
+    keep = np.flatnonzero(box_candidates(boxes * scale, moved))
+    return warp(image, matrix, size), moved[keep], keep
+
+
 def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, settings: AugmentSettings
             ) -> tuple[np.ndarray, np.ndarray]:
-    """``image (H, W, 3)`` uint8 RGB and ``boxes (N, 4)`` xyxy pixels through the active transforms, in the
+    """``image (H, W, 3)`` uint8 RGB and ``boxes (N, 4)`` xyxy pixels through the colour and flip transforms, in the
     reference's order (HSV, then the flip), with draws from ``rng``."""
     if settings.hsv_h or settings.hsv_s or settings.hsv_v:
         image = hsv(image, hsv_gains(rng, settings))

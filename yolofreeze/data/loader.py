@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from ..boxes import xyxy2xywh
-from .augment import AugmentSettings, augment, sample_rng
+from .augment import AugmentSettings, affine, augment, mosaic, sample_rng
 from .records import IMAGE_ERRORS, ImageRecord
 
 log = logging.getLogger(__name__)
@@ -235,11 +235,12 @@ class DetectionDataset(Dataset):
             from :func:`~yolofreeze.data.augment.sample_rng` of ``seed``, the epoch and the record: items are then
             addressed as ``epoch * len(dataset) + position`` (:class:`EpochStamped` does it for a sampler).
         seed: the run's seed, for ``augment``.
+        epochs: the run's length, for ``augment``'s ``close_mosaic``.
     """
 
     def __init__(self, records: Sequence[ImageRecord], imgsz: int = 640, rect: bool = False, batch_size: int = 16,
                  stride: int = 32, cache_images: bool = False, augment: AugmentSettings | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, epochs: int = 0) -> None:
         if imgsz % stride:
             raise ValueError(f"imgsz {imgsz} must be a multiple of the stride {stride}")
         if augment is not None and rect:
@@ -247,7 +248,7 @@ class DetectionDataset(Dataset):
         self.records = list(records)
         self.imgsz = imgsz
         self.augment = augment if augment is not None and augment.active else None
-        self.seed = seed
+        self.seed, self.epochs = seed, epochs
         if rect and self.records:
             sizes = np.array([(r.height, r.width) for r in self.records], np.float64)
             self.order, self.shapes = rect_batch_shapes(sizes, imgsz, batch_size, stride)
@@ -306,9 +307,47 @@ class DetectionDataset(Dataset):
             return LoadFailure(index, str(error))
         return self._sample(index, resized, tuple(int(s) for s in self.shapes[item]), epoch)
 
+    def _resized_boxes(self, index: int, resized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Record ``index``'s boxes ``(N, 4)`` xyxy in the pixels of its ``resized`` image, and classes ``(N,)``
+        (boxes ignored in evaluation left out)."""
+        record = self.records[index]
+        keep = ~record.flags
+        scale = np.array([resized.shape[1] / record.width, resized.shape[0] / record.height] * 2, np.float32)
+        return record.boxes[keep] * scale, record.classes[keep]
+
+    def _recomposed(self, index: int, resized: np.ndarray, epoch: int) -> Sample:
+        """Record ``index`` through the geometric augmentation (``epoch``'s draws): mosaic with three other images
+        (when on; skipped when one of them cannot be read), the affine warp to ``imgsz x imgsz``, then colour and
+        flip. Its ``meta`` describes the resize only (the warp is the augmentation's)."""
+        settings, size = self.augment, self.imgsz
+        rng = sample_rng(self.seed, epoch, index)
+        boxes, classes = self._resized_boxes(index, resized)
+        image = resized
+        if settings.mosaic_on(epoch, self.epochs) and rng.uniform() < settings.mosaic:
+            partners = [int(j) for j in rng.integers(0, len(self.records), 3)]
+            yc, xc = (int(rng.uniform(size / 2, 3 * size / 2)) for _ in range(2))
+            try:
+                loaded = [self._load(j) for j in partners]
+            except IMAGE_ERRORS as error:
+                log.warning("mosaic skipped for %s: a partner image cannot be read: %s", self.records[index].path,
+                            error)
+            else:
+                parts = [(boxes, classes)] + [self._resized_boxes(j, img) for j, img in zip(partners, loaded)]
+                image, boxes, keep = mosaic([resized, *loaded], [b for b, _ in parts], (xc, yc), size)
+                classes = np.concatenate([c for _, c in parts])[keep]
+        image, boxes, keep = affine(image, boxes, rng, settings, size)
+        image, boxes = augment(image, boxes, rng, settings)
+        record = self.records[index]
+        ratio = (resized.shape[1] / record.width, resized.shape[0] / record.height)
+        return Sample(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+                      _targets(boxes, classes[keep], size, size), ImageMeta(index, (record.height, record.width),
+                                                                             ratio, (0, 0)))
+
     def _sample(self, index: int, resized: np.ndarray, shape: tuple[int, int], epoch: int = 0) -> Sample:
         """Letterbox the resized image of record ``index`` to ``shape`` (never enlarged), augment it (``epoch``'s
-        draws) and build its targets."""
+        draws; geometric augmentation recomposes the image instead, :meth:`_recomposed`) and build its targets."""
+        if self.augment is not None and self.augment.geometric:
+            return self._recomposed(index, resized, epoch)
         record = self.records[index]
         orig_hw = (record.height, record.width)
         image, ratio, (left, top) = letterbox_from_original(resized, orig_hw, self.imgsz, shape, scaleup=False)
@@ -317,14 +356,20 @@ class DetectionDataset(Dataset):
                  + np.array([left, top, left, top], np.float32))
         if self.augment is not None:
             image, boxes = augment(image, boxes, sample_rng(self.seed, epoch, index), self.augment)
-        boxes = torch.from_numpy(boxes)
-        classes = torch.from_numpy(record.classes[keep])
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         height, width = shape
-        targets = torch.zeros((len(classes), 6), dtype=torch.float32)
-        targets[:, 1] = classes.float()
-        targets[:, 2:] = xyxy2xywh(boxes) / torch.tensor([width, height, width, height], dtype=torch.float32)
-        return Sample(tensor, targets, ImageMeta(index, orig_hw, ratio, (left, top)))
+        return Sample(tensor, _targets(boxes, record.classes[keep], height, width),
+                      ImageMeta(index, orig_hw, ratio, (left, top)))
+
+
+def _targets(boxes: np.ndarray, classes: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """``(N, 6)`` float32 ``[0, cls, cx, cy, w, h]`` normalised to ``width x height`` from ``boxes (N, 4)`` xyxy
+    pixels."""
+    targets = torch.zeros((len(classes), 6), dtype=torch.float32)
+    targets[:, 1] = torch.from_numpy(np.asarray(classes)).float()
+    targets[:, 2:] = xyxy2xywh(torch.from_numpy(np.asarray(boxes, np.float32))) / torch.tensor(
+        [width, height, width, height], dtype=torch.float32)
+    return targets
 
 
 def collate(items: Sequence[Sample | LoadFailure]) -> Batch:
@@ -377,7 +422,7 @@ class EpochStamped(Sampler):
 
 def build_dataloader(records: Sequence[ImageRecord], imgsz: int = 640, batch: int = 16, shuffle: bool = False,
                      workers: int = 0, seed: int = 0, rect: bool = False, cache_images: bool = False,
-                     augment: AugmentSettings | None = None, stride: int = 32,
+                     augment: AugmentSettings | None = None, epochs: int = 0, stride: int = 32,
                      pin_memory: bool | None = None, sampler: Sampler | None = None) -> DataLoader:
     """A DataLoader of ``Batch`` es over ``records``.
 
@@ -394,6 +439,7 @@ def build_dataloader(records: Sequence[ImageRecord], imgsz: int = 640, batch: in
             ``3 * imgsz * imgsz * (short side / long side)`` bytes per image (0.9 MB for 4:3 at 640).
         augment: training augmentation (:class:`~yolofreeze.data.augment.AugmentSettings`), drawn per image and
             epoch from ``seed``; needs a ``sampler`` with an ``epoch`` (``DistributedSampler``).
+        epochs: the run's length (mosaic stops for the last ``augment.close_mosaic`` epochs).
         stride: shape alignment in pixels.
         pin_memory: page-locked batches; default: when CUDA is available.
         sampler: the order of the records (e.g. a ``DistributedSampler`` for training: a fresh shuffle per
@@ -407,7 +453,7 @@ def build_dataloader(records: Sequence[ImageRecord], imgsz: int = 640, batch: in
     if sampler is not None and (shuffle or rect):
         raise ValueError("a sampler sets the order itself: use shuffle=False and rect=False with it")
     dataset = DetectionDataset(records, imgsz, rect=rect, batch_size=batch, stride=stride, cache_images=cache_images,
-                               augment=augment, seed=seed)
+                               augment=augment, seed=seed, epochs=epochs)
     if dataset.augment is not None:
         if sampler is None or not hasattr(sampler, "epoch"):
             raise ValueError("augmentation needs a sampler with an epoch (DistributedSampler and set_epoch)")

@@ -60,6 +60,7 @@ NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
 MAX_GRAD_NORM = 10.0
 OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "auto")
 AUTO_SGD_ITERATIONS = 10_000  # optimizer=auto: longer runs get SGD, shorter ones AdamW
+AUGMENT_FIELDS = tuple(f.name for f in dataclasses.fields(AugmentSettings))
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ class TrainConfig:
     hsv_h: float = 0.0  # HSV jitter ranges
     hsv_s: float = 0.0
     hsv_v: float = 0.0
+    mosaic: float = 0.0  # probability of a 4-image mosaic
+    degrees: float = 0.0  # affine: rotation range
+    translate: float = 0.0  # affine: shift range, fraction of imgsz
+    scale: float = 0.0  # affine: zoom range, 1 ± scale
+    close_mosaic: int = 10  # mosaic off for the last this many epochs
 
     def __post_init__(self):
         for name in ("epochs", "batch", "imgsz", "nbs"):
@@ -103,12 +109,15 @@ class TrainConfig:
         _require(0 <= self.warmup_momentum < 1, "warmup_momentum", "in [0, 1)")
         for name in ("lrf", "weight_decay", "warmup_epochs", "warmup_bias_lr", "box", "cls", "dfl"):
             _require(getattr(self, name) >= 0, name, ">= 0")
-        for name in ("fliplr", "hsv_h", "hsv_s", "hsv_v"):
+        for name in ("fliplr", "hsv_h", "hsv_s", "hsv_v", "mosaic", "translate"):
             _require(0 <= getattr(self, name) <= 1, name, "between 0 and 1")
+        _require(0 <= self.scale < 1, "scale", "in [0, 1)")
+        _require(0 <= self.degrees <= 180, "degrees", "between 0 and 180")
+        _require(isinstance(self.close_mosaic, int) and self.close_mosaic >= 0, "close_mosaic", "an integer >= 0")
 
     def augmentation(self) -> AugmentSettings:
         """The training images' augmentation (nothing active by default)."""
-        return AugmentSettings(fliplr=self.fliplr, hsv_h=self.hsv_h, hsv_s=self.hsv_s, hsv_v=self.hsv_v)
+        return AugmentSettings(**{name: getattr(self, name) for name in AUGMENT_FIELDS})
 
     @property
     def val_batch(self) -> int:

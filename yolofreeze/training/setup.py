@@ -55,8 +55,13 @@ RECIPE_HELP = {
     "hsv_h": "augmentation: hue jitter, fraction of the colour circle (default 0; light: 0.015)",
     "hsv_s": "augmentation: saturation jitter, fraction (default 0; light: 0.7)",
     "hsv_v": "augmentation: value (brightness) jitter, fraction (default 0; light: 0.4)",
+    "mosaic": "augmentation: probability of a 4-image mosaic (default 0; --augment default: 1)",
+    "degrees": "augmentation: rotation range in degrees (default 0)",
+    "translate": "augmentation: shift range, fraction of imgsz (default 0; default: 0.1)",
+    "scale": "augmentation: zoom range, 1 ± scale (default 0; default: 0.5)",
+    "close_mosaic": "augmentation: no mosaic in the last N epochs (default 10)",
 }
-AUGMENT_FLAGS = ("fliplr", "hsv_h", "hsv_s", "hsv_v")
+AUGMENT_FLAGS = ("fliplr", "hsv_h", "hsv_s", "hsv_v", "mosaic", "degrees", "translate", "scale")
 
 
 def _optimizer_flag(text: str) -> str:
@@ -67,7 +72,8 @@ def _optimizer_flag(text: str) -> str:
 
 
 RECIPE_TYPES = {"optimizer": _optimizer_flag, "lr0": positive_float, "nbs": positive_int,
-                **dict.fromkeys(AUGMENT_FLAGS, fraction)}
+                **dict.fromkeys(AUGMENT_FLAGS, fraction), "degrees": non_negative_float,
+                "close_mosaic": non_negative_int}
 # not "augment": the reference's args.yaml uses that name for test-time augmentation; fliplr and hsv_* carry ours
 CFG_KEYS = ("epochs", "batch", "imgsz", "patience", "seed", *RECIPE_HELP)  # what --cfg FILE.yaml may set
 Say = Callable[[str], None]
@@ -111,6 +117,11 @@ class RunSettings:
     hsv_h: float | None = None
     hsv_s: float | None = None
     hsv_v: float | None = None
+    mosaic: float | None = None
+    degrees: float | None = None
+    translate: float | None = None
+    scale: float | None = None
+    close_mosaic: int | None = None
     seed: int = 0
     device: str | None = None
     workers: int = 2
@@ -212,8 +223,9 @@ def train_parser(prog: str = "train.py", description: str | None = None) -> argp
                                                          f"{RECIPE_DEFAULTS['imgsz']}; demo {DEMO_DEFAULTS['imgsz']})")
     recipe = parser.add_argument_group("recipe (the reference's names; --cfg FILE.yaml sets any of them, flags win)")
     recipe.add_argument("--augment", choices=tuple(AUGMENT_PRESETS), default=None,
-                        help="training augmentation: none (the paper's protocol, default) or light (horizontal flip "
-                             "and HSV jitter at the reference's values); --fliplr and --hsv-* set each one")
+                        help="training augmentation: none (the paper's protocol, default), light (horizontal flip "
+                             "and HSV jitter at the reference's values) or default (the reference's defaults: also "
+                             "mosaic, translate 0.1, scale 0.5); the flags below set each one")
     recipe.add_argument("--cfg", default=None, metavar="FILE.yaml",
                         help="a yaml of training settings (epochs, batch, imgsz, patience, seed and the flags below, "
                              "by their reference names, e.g. a run's args.yaml); other keys are listed and ignored")
@@ -278,6 +290,11 @@ def parse_train_args(argv: Sequence[str] | None, parser: argparse.ArgumentParser
                             if getattr(cfg, name)))
         parser.error(f"--cache-frozen computes the frozen prefix's outputs of each image once, but {source} changes "
                      f"the images every epoch; leave out one of them")
+    if settings.close_mosaic is not None and cfg.mosaic > 0 and settings.close_mosaic > cfg.epochs:
+        parser.error(f"--close-mosaic {settings.close_mosaic} is more than the run's {cfg.epochs} epochs")
+    if cfg.mosaic > 0 and cfg.close_mosaic >= cfg.epochs:
+        print(f"warning: mosaic is off for the whole run: --close-mosaic {cfg.close_mosaic} >= --epochs "
+              f"{cfg.epochs} (set --close-mosaic lower to use it)", file=sys.stderr)
     if cfg.optimizer == "auto" and settings.lr0 is not None:
         print(f"warning: --optimizer auto chooses its own lr0 and momentum; --lr0 {settings.lr0} is ignored",
               file=sys.stderr)

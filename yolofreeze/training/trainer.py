@@ -222,7 +222,8 @@ class Trainer:
         stride = max(32, int(self.model.stride.max()))
         self.loader = build_dataloader(data.splits["train"], cfg.imgsz, cfg.batch // self.dist.world_size,
                                        workers=workers, seed=cfg.seed, cache_images=cache_images, stride=stride,
-                                       sampler=self.sampler, augment=cfg.augmentation())
+                                       sampler=self.sampler, augment=cfg.augmentation(),
+                                       epochs=cfg.epochs)
         self.nb = len(self.loader)
         self.cache_mode, self.cache_dtype = cache_frozen, cache_dtype
         self.cache_estimate: CacheEstimate | None = None  # with cache_frozen: its size, checked against RAM/disk
