@@ -184,12 +184,12 @@ def test_diagnostics_fire_on_failure_signatures_and_stay_silent_on_healthy_runs(
 
     flags = diagnose([_row("none", 0.40), _row("fr2", 0.55),
                       _row("fr3", 0.01, losses=(9.0, 5.0), grads=(2.0,) * 10)])
-    assert len(flags[("d", "m", "fr3", 0)]) == 2
-    assert flags[("d", "m", "fr3", 0)][0].startswith("capacity collapse: mAP50 0.010 while the training loss fell")
-    assert flags[("d", "m", "fr3", 0)][1] == ("gradient starvation: early gradient norm 0.20x fine-tuning's (first 1 "
+    assert len(flags[("d", "m", "none", "fr3", 0)]) == 2
+    assert flags[("d", "m", "none", "fr3", 0)][0].startswith("capacity collapse: mAP50 0.010 while the training loss fell")
+    assert flags[("d", "m", "none", "fr3", 0)][1] == ("gradient starvation: early gradient norm 0.20x fine-tuning's (first 1 "
                                               "steps)")
-    assert flags[("d", "m", "none", 0)] == ["forgetting: fine-tuning mAP50 0.400 below fr2's 0.550"]
-    assert flags[("d", "m", "fr2", 0)] == []
+    assert flags[("d", "m", "none", "none", 0)] == ["forgetting: fine-tuning mAP50 0.400 below fr2's 0.550"]
+    assert flags[("d", "m", "none", "fr2", 0)] == []
     # near zero mAP with a loss that did not fall is not collapse (nothing was learnt at all), and a small gap is
     # not forgetting
     quiet = diagnose([_row("none", 0.50), _row("fr2", 0.51), _row("fr3", 0.01, losses=(9.0, 8.5))])
@@ -354,3 +354,35 @@ def test_cam_images_are_drawn_once_per_dataset_the_same_for_every_run(tiny):
     assert [r.path for r in first] == [r.path for r in again] and len(first) == 3
     assert len({r.path for r in first}) == 3 and len(pick_images(records, 100)) == len(records)
 
+
+
+def test_augmentation_is_a_study_axis_with_its_own_run_names_and_no_frozen_cache():
+    runs = plan_study(["yolov8n"], ["insplad"], ["none", "fr3"], {"yolov8n": "pre.pt"}, seeds=(0, 1),
+                      augments=("none", "default"))
+    assert [r.name for r in runs] == [
+        "insplad-yolov8n-none", "insplad-yolov8n-none-s1", "insplad-yolov8n-fr3", "insplad-yolov8n-fr3-s1",
+        "insplad-yolov8n-none-aug", "insplad-yolov8n-none-aug-s1", "insplad-yolov8n-fr3-aug", "insplad-yolov8n-fr3-aug-s1"]
+    augmented = runs[6].train_args(Path("s"), ["--cache-frozen", "ram"])
+    assert augmented[augmented.index("--augment") + 1] == "default" and "--cache-frozen" not in augmented
+    plain = runs[2].train_args(Path("s"), ["--cache-frozen", "ram"])
+    assert plain[plain.index("--augment") + 1] == "none" and "--cache-frozen" in plain
+    with pytest.raises(ValueError, match="--augment 'heavy'"):
+        plan_study(["yolov8n"], ["insplad"], ["none"], augments=("heavy",))
+
+
+def test_the_report_compares_each_strategy_with_and_without_augmentation():
+    from yolofreeze.study.report import format_augment_comparison
+
+    def row(strategy, augment, seed, map50):
+        return {"dataset": "d", "model": "m", "strategy": strategy, "augment": augment, "seed": seed,
+                "map50": map50, "map50_95": map50 / 2}
+
+    rows = [row("none", "none", s, 0.60 + 0.01 * s) for s in range(3)]  # 0.610 ± 0.010
+    rows += [row("fr3", "none", s, 0.50 + 0.01 * s) for s in range(3)]  # 0.510 ± 0.010
+    rows += [row("none", "default", s, 0.615 + 0.01 * s) for s in range(3)]  # +0.015: within the spread
+    rows += [row("fr3", "default", s, 0.20 + 0.01 * s) for s in range(3)]  # -0.300: the collapse
+    lines = format_augment_comparison(rows)
+    assert lines[0] == "## d · m: with and without augmentation"
+    assert "| fr3 | mAP50 | 0.510 ± 0.010 | 0.210 ± 0.010 | -0.300* |" in lines
+    assert "| none | mAP50 | 0.610 ± 0.010 | 0.625 ± 0.010 | +0.015 |" in lines
+    assert format_augment_comparison([r for r in rows if r["augment"] == "none"]) == []

@@ -67,6 +67,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                         help="GPU ids, e.g. 0,1,2,3: one run per GPU (group) at a time; default one run at a time")
     parser.add_argument("--gpus-per-run", type=positive_int, default=1,
                         help="GPUs per run with --devices (more than 1: each run is a torchrun job)")
+    parser.add_argument("--augment", default="none",
+                        help="comma-separated augmentation presets, a study axis: none (the paper's protocol), light, "
+                             "default (the reference's); augmented runs are named …-aug (default) or …-aug-light, "
+                             "and study.md compares each strategy with and without")
     parser.add_argument("--cam", type=non_negative_int, default=None, metavar="N",
                         help="after training, Grad-CAM of every run's best.pt on N validation images (seeded, the "
                              "same for every run): a figure per dataset and model and a column in the report "
@@ -119,7 +123,8 @@ def print_dry_run(runs: Sequence[StudyRun], study_dir: Path, common: list[str],
     for k, run in enumerate(runs, start=1):
         print(f"{k:>3}  {run.name:<40} {run.weights:<24} {run_status(study_dir / run.name)}")
     for run in runs:
-        settings, _ = parse_train_args([*common, "--data", run.data, "--freeze", run.freeze])
+        settings, _ = parse_train_args([*common, "--data", run.data, "--freeze", run.freeze, "--augment",
+                                        run.augment])
         info = datasets[run.data]
         cfg = settings.config(info)
         model = build_model(run.model, names=info.names)
@@ -141,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         args, passthrough = prepare_demo(args, passthrough, say)
     models, datasets = (args.models or "yolov8n").split(","), args.data.split(",")
     strategies = (args.strategies or ",".join(STRATEGIES)).split(",")
-    runs = plan_study(models, datasets, strategies, weights_table(args.weights, models), args.seeds)
+    runs = plan_study(models, datasets, strategies, weights_table(args.weights, models), args.seeds,
+                      args.augment.split(","))
     common = common_args(args, passthrough)
     parse_train_args(common)  # refuse a flag train.py would refuse before any run starts (one line, exit 2)
     if args.export:  # the export extra, checked before any run trains

@@ -20,6 +20,7 @@ from ..data import resolve_dataset
 from ..data.records import ImageRecord
 from ..explain.cam import energy_in_boxes, explain_image
 from ..weights.checkpoints import load_model
+from .keys import key, run_key
 
 CAM_CONF = 0.001  # the top detection is explained whatever its score: a weak run still shows where it looks
 CAM_SEED = 0
@@ -63,9 +64,8 @@ def study_cams(rows: list[dict], runs: Sequence, study_dir: Path, count: int) ->
         if found is None:
             continue
         maps, energy = found
-        row = next(r for r in rows if (r["dataset"], r["model"], r["strategy"], r["seed"]) ==
-                   (run.dataset, run.model, run.strategy, run.seed))
+        row = next(r for r in rows if key(r) == run_key(run))
         row["cam_energy_in_gt"] = energy
         if run.seed == first_seed:
-            figures.setdefault((run.dataset, run.model), (images_of[run.data], {}))[1][run.strategy] = maps
+            figures.setdefault(run_key(run)[:3], (images_of[run.data], {}))[1][run.strategy] = maps
     return figures

@@ -18,6 +18,7 @@ import yaml
 
 from ..deploy.measure import measure_int8
 from ..weights.releases import sha256_of
+from .keys import key, run_key
 
 EXPORT_FILE = "export.json"
 EXPORT_COLUMNS = ("fp32_map50_95", "int8_map50", "int8_map50_95", "int8_drop", "fp32_mb", "int8_mb", "fp32_ms_1",
@@ -50,7 +51,6 @@ def study_exports(rows: list[dict], runs: Sequence, study_dir: Path, calib: int,
         found = run_export(study_dir / run.name, run.data, calib)
         if found is None:
             continue
-        row = next(r for r in rows if (r["dataset"], r["model"], r["strategy"], r["seed"]) ==
-                   (run.dataset, run.model, run.strategy, run.seed))
+        row = next(r for r in rows if key(r) == run_key(run))
         row.update({column: found[column] for column in EXPORT_COLUMNS})
         row["export_threads"] = found["threads"]

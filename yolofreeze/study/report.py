@@ -43,6 +43,7 @@ from ..plots import plot_cam_grid, plot_study, plot_study_blocks
 from ..training.runs import read_results
 from .cams import study_cams
 from .exports import EXPORT_COLUMNS, study_exports
+from .keys import key
 from .runner import SCRATCH
 
 COLLAPSE_MAP50 = 0.05
@@ -52,7 +53,7 @@ STARVATION_RATIO = 0.6
 FORGETTING_RATIO = 0.9
 FORGETTING_GAP = 0.02
 FINE_TUNE = "none"
-CSV_COLUMNS = ("dataset", "model", "strategy", "seed", "status", "frozen_blocks", "trainable_params", "map50", "map50_95",
+CSV_COLUMNS = ("dataset", "model", "augment", "strategy", "seed", "status", "frozen_blocks", "trainable_params", "map50", "map50_95",
                "peak_memory_mb", "memory_source", "memory_saving_pct", "epochs_run", "best_epoch", "epoch_seconds",
                "train_minutes", "grad_norm_mean", "grad_norm_cv", "grad_norm_cv_epochs", "flags", "freezes", "cam_energy_in_gt",
                *EXPORT_COLUMNS)
@@ -71,11 +72,11 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def collect_row(dataset: str, model: str, strategy: str, run_dir: Path, seed: int = 0) -> dict:
+def collect_row(dataset: str, model: str, strategy: str, run_dir: Path, seed: int = 0, augment: str = "none") -> dict:
     """One run's row (see the module docstring); ``status`` is ``finished``, ``unfinished`` or ``missing``, and
     values a run does not have yet are NaN. Series for the plots ride along under ``series``."""
     summary = _read_json(run_dir / "summary.json")
-    row = {"dataset": dataset, "model": model, "strategy": strategy, "seed": seed,
+    row = {"dataset": dataset, "model": model, "strategy": strategy, "seed": seed, "augment": augment,
            "status": "finished" if summary else ("unfinished" if run_dir.is_dir() else "missing"),
            "frozen_blocks": "", "trainable_params": math.nan, "map50": math.nan, "map50_95": math.nan,
            "peak_memory_mb": math.nan, "memory_source": "", "memory_saving_pct": math.nan,
@@ -129,14 +130,24 @@ def collect_row(dataset: str, model: str, strategy: str, run_dir: Path, seed: in
     return row
 
 
-def key(row: dict) -> tuple[str, str, str, int]:
-    """``(dataset, model, strategy, seed)`` of a row."""
-    return row["dataset"], row["model"], row["strategy"], row.get("seed", 0)
-
-
 def fine_tuning_of(row: dict, rows: list[dict]) -> dict | None:
-    """The fine-tuning (``none``) row of the same dataset, model and seed."""
-    return next((r for r in rows if key(r) == (row["dataset"], row["model"], FINE_TUNE, row.get("seed", 0))), None)
+    """The fine-tuning (``none``) row of the same dataset, model, augmentation and seed."""
+    return next((r for r in rows if key(r) == (*key(row)[:3], FINE_TUNE, row.get("seed", 0))), None)
+
+
+def groups(rows: list[dict]) -> list[tuple[str, str, str, list[dict]]]:
+    """``(dataset, model, augment, rows)`` per group of the report, in the rows' order."""
+    found = dict.fromkeys(key(r)[:3] for r in rows)
+    return [(*triple, [r for r in rows if key(r)[:3] == triple]) for triple in found]
+
+
+def group_title(dataset: str, model: str, augment: str) -> str:
+    return f"{dataset} · {model}" + ("" if augment == "none" else f" · augment {augment}")
+
+
+def group_tag(dataset: str, model: str, augment: str) -> str:
+    """The file-name part of a group: ``<dataset>_<model>``, then ``_aug-<preset>`` for augmented runs."""
+    return f"{dataset}_{model}" + ("" if augment == "none" else f"_aug-{augment}")
 
 
 def add_savings(rows: list[dict]) -> None:
@@ -205,44 +216,73 @@ def format_markdown(rows: list[dict], study_dir: Path) -> str:
              "Frozen blocks and trainable parameters at the end of training; auto: the prefix it ended with, and "
              "when each prefix froze (0-3@6: blocks 0-3 frozen from epoch 6).",
              ""]
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        for model in dict.fromkeys(r["model"] for r in rows if r["dataset"] == dataset):
-            group = [r for r in rows if r["dataset"] == dataset and r["model"] == model]
-            seeds = list(dict.fromkeys(r["seed"] for r in group))
-            lines += [f"## {dataset} · {model}", ""]
-            if len(seeds) > 1:
-                lines += format_over_seeds(group, seeds) + ["", "Each run:", ""]
-            lines += ["| strategy | frozen blocks | trainable params | mAP50 | mAP50-95 | peak memory MiB | saving | "
-                      "epochs (best) | s/epoch | train min | grad norm mean | CV steps | CV epochs | status |",
-                      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-            for r in group:
-                saving = (f"{round(r['memory_saving_pct'], 1) + 0.0:.1f}%"  # + 0.0: never "-0.0%"
-                          if math.isfinite(r["memory_saving_pct"]) else "-")
-                epochs = "-" if not math.isfinite(float(r["epochs_run"])) else f"{r['epochs_run']} ({r['best_epoch']})"
-                frozen = _cell(r["frozen_blocks"]) + (f" ({r['freezes']})" if r["freezes"] else "")
-                lines.append(f"| {_run_label(r, seeds)} | {frozen} | {_cell(r['trainable_params'])} | "
-                             f"{_cell(r['map50'])} | {_cell(r['map50_95'])} | {_cell(r['peak_memory_mb'], 1)} | "
-                             f"{saving} | {epochs} | {_cell(r['epoch_seconds'], 1)} | {_cell(r['train_minutes'], 1)} | "
-                             f"{_cell(r['grad_norm_mean'], 2)} | {_percent(r['grad_norm_cv'])} | "
-                             f"{_percent(r['grad_norm_cv_epochs'])} | {r['status']} |")
-            classes = list(dict.fromkeys(name for r in group for name in r["ap50"]))
-            if classes:
-                lines += ["", "AP@50 per class:", "", "| strategy | " + " | ".join(classes) + " |",
-                          "|---|" + "---:|" * len(classes)]
-                lines += [f"| {_run_label(r, seeds)} | " + " | ".join(_cell(r["ap50"].get(c, math.nan))
-                                                                     for c in classes) + " |" for r in group]
-            cams = [r for r in group if math.isfinite(r["cam_energy_in_gt"])]
-            if cams:
-                lines += ["", "Where the detector looks: the share of the Grad-CAM map of each run's top detection "
-                              "inside the ground-truth boxes, mean over the --cam images (0 where nothing was "
-                              "detected):", "", "| strategy | CAM mass in ground truth |", "|---|---:|"]
-                lines += [f"| {_run_label(r, seeds)} | {r['cam_energy_in_gt']:.3f} |" for r in cams]
-            lines += format_exports(group, seeds)
-            flagged = [(_run_label(r, seeds), flag) for r in group for flag in r["flags"].split("; ") if flag]
-            lines += ["", "Diagnostics: " + ("none of the paper's failure signatures." if not flagged else "")]
-            lines += [f"- **{strategy}**: {flag}" for strategy, flag in flagged]
-            lines.append("")
+    for dataset, model, augment, group in groups(rows):
+        seeds = list(dict.fromkeys(r["seed"] for r in group))
+        lines += [f"## {group_title(dataset, model, augment)}", ""]
+        if len(seeds) > 1:
+            lines += format_over_seeds(group, seeds) + ["", "Each run:", ""]
+        lines += ["| strategy | frozen blocks | trainable params | mAP50 | mAP50-95 | peak memory MiB | saving | "
+                  "epochs (best) | s/epoch | train min | grad norm mean | CV steps | CV epochs | status |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for r in group:
+            saving = (f"{round(r['memory_saving_pct'], 1) + 0.0:.1f}%"  # + 0.0: never "-0.0%"
+                      if math.isfinite(r["memory_saving_pct"]) else "-")
+            epochs = "-" if not math.isfinite(float(r["epochs_run"])) else f"{r['epochs_run']} ({r['best_epoch']})"
+            frozen = _cell(r["frozen_blocks"]) + (f" ({r['freezes']})" if r["freezes"] else "")
+            lines.append(f"| {_run_label(r, seeds)} | {frozen} | {_cell(r['trainable_params'])} | "
+                         f"{_cell(r['map50'])} | {_cell(r['map50_95'])} | {_cell(r['peak_memory_mb'], 1)} | "
+                         f"{saving} | {epochs} | {_cell(r['epoch_seconds'], 1)} | {_cell(r['train_minutes'], 1)} | "
+                         f"{_cell(r['grad_norm_mean'], 2)} | {_percent(r['grad_norm_cv'])} | "
+                         f"{_percent(r['grad_norm_cv_epochs'])} | {r['status']} |")
+        classes = list(dict.fromkeys(name for r in group for name in r["ap50"]))
+        if classes:
+            lines += ["", "AP@50 per class:", "", "| strategy | " + " | ".join(classes) + " |",
+                      "|---|" + "---:|" * len(classes)]
+            lines += [f"| {_run_label(r, seeds)} | " + " | ".join(_cell(r["ap50"].get(c, math.nan))
+                                                                 for c in classes) + " |" for r in group]
+        cams = [r for r in group if math.isfinite(r["cam_energy_in_gt"])]
+        if cams:
+            lines += ["", "Where the detector looks: the share of the Grad-CAM map of each run's top detection "
+                          "inside the ground-truth boxes, mean over the --cam images (0 where nothing was "
+                          "detected):", "", "| strategy | CAM mass in ground truth |", "|---|---:|"]
+            lines += [f"| {_run_label(r, seeds)} | {r['cam_energy_in_gt']:.3f} |" for r in cams]
+        lines += format_exports(group, seeds)
+        flagged = [(_run_label(r, seeds), flag) for r in group for flag in r["flags"].split("; ") if flag]
+        lines += ["", "Diagnostics: " + ("none of the paper's failure signatures." if not flagged else "")]
+        lines += [f"- **{strategy}**: {flag}" for strategy, flag in flagged]
+        lines.append("")
+    lines += format_augment_comparison(rows)
     return "\n".join(lines)
+
+
+def format_augment_comparison(rows: list[dict]) -> list[str]:
+    """Per dataset and model with runs under several ``--augment`` presets: each strategy's mAP50 and mAP50-95 (mean
+    ± std over seeds) under each, and the difference to ``none``, marked ``*`` beyond the two stds added."""
+    lines = []
+    for dataset, model in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
+        pair = [r for r in rows if (r["dataset"], r["model"]) == (dataset, model)]
+        augments = list(dict.fromkeys(r.get("augment", "none") for r in pair))
+        if len(augments) < 2 or "none" not in augments:
+            continue
+        others = [a for a in augments if a != "none"]
+        lines += [f"## {dataset} · {model}: with and without augmentation", "",
+                  "mean ± sample std over seeds; Δ: against the same strategy without augmentation (`*`: beyond the "
+                  "two stds added)", "",
+                  "| strategy | metric | none | " + " | ".join(f"{a} | Δ {a}" for a in others) + " |",
+                  "|---|---|---:|" + "---:|---:|" * len(others)]
+        for strategy in dict.fromkeys(r["strategy"] for r in pair):
+            for metric in ("map50", "map50_95"):
+                values = {a: mean_std([r[metric] for r in pair if r["strategy"] == strategy and
+                                       r.get("augment", "none") == a]) for a in augments}
+                cells = []
+                for a in others:
+                    delta = values[a][0] - values["none"][0]
+                    marked = "*" if abs(delta) > values[a][1] + values["none"][1] else ""
+                    cells += [_pm(values[a]), f"{delta:+.3f}{marked}" if math.isfinite(delta) else "-"]
+                lines.append(f"| {strategy} | {metric.replace('map', 'mAP').replace('_', '-')} | "
+                             f"{_pm(values['none'])} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _run_label(row: dict, seeds: list[int]) -> str:
@@ -364,8 +404,8 @@ def write_report(runs: Sequence, study_dir: Path, cam: int = 0, calib: int | Non
     ``cam_energy_in_gt`` column and one ``cams_<dataset>_<model>.png`` per pair; with ``calib`` (``--export int8``)
     every run's float32 and INT8 ONNX exports, measured (:mod:`yolofreeze.study.exports`, calibrated on ``calib``
     train images)."""
-    rows = [collect_row(run.dataset, run.model, run.strategy, study_dir / run.name, getattr(run, "seed", 0))
-            for run in runs]
+    rows = [collect_row(run.dataset, run.model, run.strategy, study_dir / run.name, getattr(run, "seed", 0),
+                        getattr(run, "augment", "none")) for run in runs]
     add_savings(rows)
     figures = study_cams(rows, runs, study_dir, cam) if cam else {}
     if calib:
@@ -377,14 +417,15 @@ def write_report(runs: Sequence, study_dir: Path, cam: int = 0, calib: int | Non
     markdown = format_markdown(rows, study_dir)
     (study_dir / "study.md").write_text(markdown + "\n", encoding="utf-8")
     plots = []
-    for dataset, model in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
-        group = [r for r in rows if r["dataset"] == dataset and r["model"] == model]
+    for dataset, model, augment, group in groups(rows):
         seeds = list(dict.fromkeys(r["seed"] for r in group))
         shown = [r for r in group if r["seed"] == seeds[0]]  # one seed's curves; study.md has the spread
-        title = f"{dataset} · {model}" + (f" (seed {seeds[0]} of {len(seeds)})" if len(seeds) > 1 else "")
-        plots.append(plot_study(shown, study_dir / f"study_{dataset}_{model}.png", title))
-        plots.append(plot_study_blocks(shown, study_dir / f"study_{dataset}_{model}_blocks.png", title))
-        if (dataset, model) in figures:
-            images, maps = figures[(dataset, model)]
-            plots.append(plot_cam_grid(images, maps, study_dir / f"cams_{dataset}_{model}.png", title))
+        title = group_title(dataset, model, augment) + (f" (seed {seeds[0]} of {len(seeds)})" if len(seeds) > 1
+                                                        else "")
+        tag = group_tag(dataset, model, augment)
+        plots.append(plot_study(shown, study_dir / f"study_{tag}.png", title))
+        plots.append(plot_study_blocks(shown, study_dir / f"study_{tag}_blocks.png", title))
+        if (dataset, model, augment) in figures:
+            images, maps = figures[(dataset, model, augment)]
+            plots.append(plot_cam_grid(images, maps, study_dir / f"cams_{tag}.png", title))
     return Report(rows, markdown, plots)

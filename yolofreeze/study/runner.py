@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
 
+from ..data.augment import PRESETS as AUGMENT_PRESETS
 from ..freezing.plan import AUTO, PRESETS
 from ..training.setup import TRAIN_MODULE
 
@@ -44,6 +45,7 @@ class StudyRun:
     strategy: str
     weights: str  # the pretrained start ("none" for scratch)
     seed: int = 0
+    augment: str = "none"  # the --augment preset of the run (a study axis)
 
     @property
     def dataset(self) -> str:
@@ -52,8 +54,10 @@ class StudyRun:
 
     @property
     def name(self) -> str:
-        """The run folder's name: ``<dataset>-<model>-<strategy>``, then ``-s<seed>`` for a seed other than 0."""
-        return f"{self.dataset}-{self.model}-{self.strategy}" + (f"-s{self.seed}" if self.seed else "")
+        """The run folder's name: ``<dataset>-<model>-<strategy>``, then ``-aug`` (``--augment default``) or
+        ``-aug-<preset>`` for an augmented run, then ``-s<seed>`` for a seed other than 0."""
+        augmented = "" if self.augment == "none" else "-aug" if self.augment == "default" else f"-aug-{self.augment}"
+        return f"{self.dataset}-{self.model}-{self.strategy}{augmented}" + (f"-s{self.seed}" if self.seed else "")
 
     @property
     def freeze(self) -> str:
@@ -63,13 +67,14 @@ class StudyRun:
     def train_args(self, study_dir: Path, common: Sequence[str]) -> list[str]:
         """``train.py`` arguments of a new run of this combination (a run with nothing frozen has no frozen
         prefix to cache: ``--cache-frozen`` and ``--cache-dtype`` are left out of it; the ``--auto-*`` flags go to
-        the ``auto`` run only)."""
-        if self.freeze == "none":
+        the ``auto`` run only; an augmented run has its ``--augment`` and no frozen-prefix cache: its images change
+        every epoch)."""
+        if self.freeze == "none" or self.augment != "none":
             common = without_flags(common, ("--cache-frozen", "--cache-dtype"))
         if self.freeze != AUTO:
             common = without_flags(common, AUTO_FLAGS)
         return [*common, "--model", self.model, "--weights", self.weights, "--data", self.data, "--freeze",
-                self.freeze, "--seed", str(self.seed), "--project", str(study_dir),
+                self.freeze, "--seed", str(self.seed), "--augment", self.augment, "--project", str(study_dir),
                 "--name", self.name]  # last: the study's values win
 
 
@@ -92,15 +97,16 @@ def without_flags(tokens: Sequence[str], flags: Sequence[str]) -> list[str]:
 
 
 def plan_study(models: Sequence[str], datasets: Sequence[str], strategies: Sequence[str],
-               weights: dict[str, str] | None = None, seeds: Sequence[int] = (0,)) -> list[StudyRun]:
-    """Every dataset x model x strategy x seed, in that nesting order.
+               weights: dict[str, str] | None = None, seeds: Sequence[int] = (0,),
+               augments: Sequence[str] = ("none",)) -> list[StudyRun]:
+    """Every dataset x model x augmentation x strategy x seed, in that nesting order.
 
     ``weights`` maps a model to its pretrained checkpoint (default: the official COCO weights ``<model>.pt``).
     Raises ValueError for an empty list, a repeated entry or a strategy that is neither ``scratch`` nor a
     ``--freeze`` value.
     """
     for what, items in (("--models", models), ("--data", datasets), ("--strategies", strategies),
-                        ("--seeds", seeds)):
+                        ("--seeds", seeds), ("--augment", augments)):
         if not items:
             raise ValueError(f"{what} is empty")
         if len(set(items)) != len(items):
@@ -110,8 +116,13 @@ def plan_study(models: Sequence[str], datasets: Sequence[str], strategies: Seque
             raise ValueError(f"--strategies {strategy!r}: use scratch, auto, a preset ({', '.join(PRESETS)}) or a "
                              f"--freeze value like 9 or 0-3")
     weights = weights or {}
-    return [StudyRun(data, model, strategy, "none" if strategy == SCRATCH else weights.get(model, f"{model}.pt"), seed)
-            for data in datasets for model in models for strategy in strategies for seed in seeds]
+    for augment in augments:
+        if augment not in AUGMENT_PRESETS:
+            raise ValueError(f"--augment {augment!r}: use {', '.join(AUGMENT_PRESETS)}")
+    return [StudyRun(data, model, strategy, "none" if strategy == SCRATCH else weights.get(model, f"{model}.pt"), seed,
+                     augment)
+            for data in datasets for model in models for augment in augments for strategy in strategies
+            for seed in seeds]
 
 
 def _freeze_like(text: str) -> bool:
