@@ -3,8 +3,9 @@
 
 With no arguments it trains yolov8n from scratch on the embedded ``demo`` dataset (offline, a few CPU minutes).
 Otherwise the start is the official COCO-pretrained checkpoint of ``--model`` (``--weights none``: from scratch),
-with the reference's SGD recipe (lr 0.01 → 0.0001, momentum 0.937, nominal batch 64, 3 warm-up epochs) and no
-augmentation. Writes runs/train/<name>/: weights/{last,best}.pt, results.csv, results.png, args.yaml,
+with the reference's recipe and SGD (lr 0.01 → 0.0001, momentum 0.937, nominal batch 64, 3 warm-up epochs) and no
+augmentation, the layer-freezing paper's protocol (``--optimizer``, ``--augment`` and every hyper-parameter flag,
+or ``--cfg args.yaml``, change it). Writes runs/train/<name>/: weights/{last,best}.pt, results.csv, results.png, args.yaml,
 freeze_audit.json (what was frozen, with integrity digests), memory.json (one step's memory breakdown),
 grad_norms.csv and grad_norms.png (per-step gradient L2 norms per block, part and in total).
 ``--resume runs/train/<name>`` continues a killed run. Multi-GPU: ``torchrun --nproc_per_node N train.py …``.
@@ -24,7 +25,7 @@ from .freezing.auto import format_decisions
 from .freezing.gradnorm import format_grad_norm_summary
 from .freezing.memory import format_plan_memory
 from .freezing.plan import FrozenTensorChanged
-from .training.optim import accumulate
+from .training.optim import AUGMENT_FIELDS, accumulate
 from .training.setup import new_trainer, parse_train_args, resumed_trainer, train_parser
 from .training.trainer import Distributed, TrainingDiverged, TrainSummary
 
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = trainer.cfg
         print(f"training {cfg.epochs} epochs on {len(trainer.data.splits['train'])} images "
               f"({trainer.nb} batches of {cfg.batch // dist.world_size}"
-              f"{f' per process x {dist.world_size}' if dist.world_size > 1 else ''}, one SGD step per "
-              f"{accumulate(cfg)} batches), imgsz {cfg.imgsz}, {trainer.device}{', AMP' if trainer.amp else ''}; "
+              f"{f' per process x {dist.world_size}' if dist.world_size > 1 else ''}, one {cfg.optimizer} "
+              f"step per {accumulate(cfg)} batches{_augmentation(cfg)}), imgsz {cfg.imgsz}, {trainer.device}{', AMP' if trainer.amp else ''}; "
               f"run folder {trainer.run_dir}")
     try:
         summary = trainer.fit()
@@ -81,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     if dist.main:
         print_summary(summary, auto=trainer.freeze_plan.auto is not None)
     return 0
+
+
+def _augmentation(cfg) -> str:
+    """``, augmented: …`` naming the active augmentation settings, or nothing."""
+    active = [f"{name} {getattr(cfg, name)}" for name in AUGMENT_FIELDS
+              if name != "close_mosaic" and getattr(cfg, name)]
+    return f"; augmented: {', '.join(active)}" if active else ""
 
 
 if __name__ == "__main__":
