@@ -2,7 +2,8 @@
 
     python benchmarks/bench_train.py [--models yolov8n,yolov8s] [--imgsz 320,640] [--batch 16] [--repeats 5]
         [--warmup 1] [--finetune-epochs 3] [--finetune-imgsz 320] [--weights W.pt] [--data DATA.yaml]
-        [--threads N] [--skip-throughput] [--skip-finetune] [--quick]
+        [--threads N] [--skip-throughput] [--skip-finetune] [--augment none|light|default] [--close-mosaic N]
+        [--quick]
 
 1. Throughput. Both models start from the same release-format checkpoint (the oracle's yaml build with ``nc``
    of the dataset, saved with its strip_optimizer, converted by us). The first batches of the training split
@@ -23,6 +24,8 @@
    lr0 0.01 → 0.0001, momentum 0.937, nbs 64, 3 warm-up epochs capped at epochs - 1, no augmentation,
    seed 0, no loader workers) and validate the EMA weights after every epoch; the table puts their results.csv
    rows side by side. Both run with the torch thread count the oracle's CPU training sets for itself.
+   ``--augment light|default`` fine-tunes both with that augmentation preset (the oracle given the same values,
+   its other augmentations off; ``--close-mosaic`` for both).
 
 Expected duration on a 2-core CPU: the default run ≈ 25 min (measured with ``--threads 1`` beside other jobs:
 yolov8n 320 ≈ 1 min, 640 ≈ 4 min, yolov8s 320 ≈ 7 min, 640 ≈ 10 min, fine-tune ≈ 2 min); ``--quick``
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import statistics
 import sys
@@ -54,7 +58,7 @@ from bench_data_eval import SHARED, absolute_yaml  # noqa: E402
 from oracle import build_oracle, save_release, ultralytics  # noqa: E402
 from quick import parse_with_quick  # noqa: E402
 from yolofreeze.weights.checkpoints import convert_official, load_model  # noqa: E402
-from yolofreeze.data import Batch, DatasetInfo, build_dataloader, resolve_dataset  # noqa: E402
+from yolofreeze.data import AUGMENT_PRESETS, Batch, DatasetInfo, build_dataloader, resolve_dataset  # noqa: E402
 from yolofreeze.training.optim import TrainConfig, optimizer_step  # noqa: E402
 from yolofreeze.training.runs import read_results  # noqa: E402
 from yolofreeze.training.trainer import Trainer, seed_everything  # noqa: E402
@@ -214,11 +218,13 @@ def finetune_ours(weights: Path, info: DatasetInfo, cfg: TrainConfig, run_dir: P
 
 
 def finetune_oracle(weights: Path, data_yaml: Path, cfg: TrainConfig, run_dir: Path) -> Path:
-    """Fine-tune ``weights`` with the oracle's own ``YOLO.train``, un-augmented, same recipe; its results.csv."""
+    """Fine-tune ``weights`` with the oracle's own ``YOLO.train``, same recipe and augmentation values (its others
+    off); its results.csv."""
+    augmentation = {**ORACLE_NO_AUGMENT, **dataclasses.asdict(cfg.augmentation())}
     ultralytics().YOLO(str(weights)).train(
         data=str(data_yaml), epochs=cfg.epochs, batch=cfg.batch, imgsz=cfg.imgsz, patience=cfg.patience,
         project=str(run_dir.parent), name=run_dir.name, **{k: getattr(cfg, k) for k in RECIPE_FIELDS},
-        **ORACLE_NO_AUGMENT, **ORACLE_RECIPE)
+        **augmentation, **ORACLE_RECIPE)
     return run_dir / "results.csv"
 
 
@@ -235,7 +241,9 @@ def timed_with_threads(threads: int, fn, *args) -> tuple[object, float]:
 
 def finetune(args: argparse.Namespace, info: DatasetInfo, folder: Path) -> None:
     """Fine-tune with both trainers and print their per-epoch results side by side."""
-    cfg = TrainConfig(epochs=args.finetune_epochs, batch=args.batch, imgsz=args.finetune_imgsz, seed=0)
+    augmentation = dataclasses.asdict(AUGMENT_PRESETS[args.augment]) | {"close_mosaic": args.close_mosaic}
+    cfg = TrainConfig(epochs=args.finetune_epochs, batch=args.batch, imgsz=args.finetune_imgsz, seed=0,
+                      **augmentation)
     data_yaml = absolute_yaml(args.data, folder)
     ultralytics()
     from ultralytics.utils import NUM_THREADS  # the thread count the oracle's CPU training sets for itself
@@ -246,7 +254,7 @@ def finetune(args: argparse.Namespace, info: DatasetInfo, folder: Path) -> None:
     print(f"\nfine-tune from {args.weights}: {len(info.splits['train'])} train / {len(info.splits['val'])} val "
           f"images, {cfg.epochs} epochs, batch {cfg.batch}, imgsz {cfg.imgsz}, SGD lr0 {cfg.lr0} lrf {cfg.lrf} "
           f"momentum {cfg.momentum} nbs {cfg.nbs}, warm-up {cfg.warmup_epochs:g} epochs (capped at epochs - 1), "
-          f"no augmentation, seed {cfg.seed}; EMA weights validated each epoch")
+          f"augmentation {args.augment}{_active(cfg)}, seed {cfg.seed}; EMA weights validated each epoch")
     print(f"{'epoch':>5} {'ours box/cls/dfl':>20} {'oracle box/cls/dfl':>20} {'ours mAP50':>10} "
           f"{'oracle mAP50':>12} {'ours mAP50-95':>13} {'oracle mAP50-95':>15}")
     for k, epoch in enumerate(ours["epoch"]):
@@ -261,6 +269,11 @@ def finetune(args: argparse.Namespace, info: DatasetInfo, folder: Path) -> None:
           "own shuffle), the oracle's training images (bilinear resize to the long side and centring by warpAffine; "
           "ours: area resize, integer padding) and its box filter after the affine step; validation: oracle's own "
           "AP code vs pycocotools for ours (both conf 0.001, IoU 0.7, EMA weights)")
+
+
+def _active(cfg: TrainConfig) -> str:
+    values = {k: v for k, v in dataclasses.asdict(cfg.augmentation()).items() if v and k != "close_mosaic"}
+    return f" ({', '.join(f'{k} {v}' for k, v in values.items())}, close_mosaic {cfg.close_mosaic})" if values else ""
 
 
 def parse_args() -> argparse.Namespace:
@@ -281,6 +294,9 @@ def parse_args() -> argparse.Namespace:
                              "the count the oracle's CPU training picks for itself)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-finetune", action="store_true")
+    parser.add_argument("--augment", choices=tuple(AUGMENT_PRESETS), default="none",
+                        help="fine-tune both trainers with this augmentation preset")
+    parser.add_argument("--close-mosaic", type=int, default=10, help="epochs at the end without mosaic (both)")
     args = parse_with_quick(parser, QUICK)
     if not args.skip_finetune:
         args.weights = args.weights or cached_oracle_weights(ultralytics().__version__)
