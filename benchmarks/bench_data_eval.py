@@ -1,6 +1,7 @@
 """Data loader fidelity and throughput and full evaluation time, yolofreeze vs the Ultralytics oracle, same run.
 
     python benchmarks/bench_data_eval.py [--data ../shared/data/cplid-dev/data.yaml] [--imgsz 640] [--batch 16]
+        [--augmented]
 
 Fidelity first: every image of train+val through both loaders (square and rectangular batches), matched
 by file: largest and mean absolute pixel difference, share of differing pixels, images whose shape or
@@ -12,10 +13,14 @@ Evaluation: wall time of a full evaluation of the val split (random release-form
 conf 0.001, same batch size, no data-loader workers: the oracle uses none on CPU), ours (``evaluate``)
 vs the oracle's ``val``.
 Prints tables with the ratio (target: loader ours/oracle ≥ 1, eval time ours/oracle ≤ 1).
+``--augmented``: instead, training loaders with augmentation (``light`` and ``default``: mosaic, affine, HSV,
+flip), ours vs the oracle's train-mode dataset given the same values (its other augmentations off), shuffled, over
+the training split: images/s, workers 0 and 2 (target ≥ 1).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import sys
@@ -25,13 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DistributedSampler
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from oracle import build_oracle, save_release, ultralytics  # noqa: E402
 from yolofreeze import load_model  # noqa: E402
-from yolofreeze.data import build_dataloader, read_yolo  # noqa: E402
+from yolofreeze.data import AUGMENT_PRESETS, build_dataloader, read_yolo  # noqa: E402
 from yolofreeze.evaluation.evaluate import evaluate  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cplid-dev" / "data.yaml"
@@ -75,6 +81,43 @@ def fidelity(ours, theirs, records) -> dict[str, float]:
             "shape_off": shape_off, "geometry_off": geometry_off}
 
 
+# the oracle's augmentation hyper-parameters, all off (a preset of ours is laid over them)
+ORACLE_NO_AUGMENT = dict(mosaic=0.0, mixup=0.0, cutmix=0.0, copy_paste=0.0, degrees=0.0, translate=0.0, scale=0.0,
+                         shear=0.0, perspective=0.0, flipud=0.0, fliplr=0.0, bgr=0.0, hsv_h=0.0, hsv_s=0.0,
+                         hsv_v=0.0, erasing=0.0, auto_augment=None, close_mosaic=0, multi_scale=0.0)
+
+
+def augmented_throughput(args, records, data) -> None:
+    """Images/s of augmented training loaders, ours vs the oracle's (see the module docstring)."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_dataloader as oracle_dataloader
+    from ultralytics.data import build_yolo_dataset
+
+    print(f"\n{'augment':<8} {'workers':>7} {'ours img/s':>11} {'ours --cache':>12} {'oracle img/s':>13} "
+          f"{'ratio':>6} {'cached':>6}")
+    for preset in ("light", "default"):
+        values = dataclasses.asdict(AUGMENT_PRESETS[preset]) | {"close_mosaic": 0}
+        for workers in (0, 2):
+            speeds = []
+            for cache_images in (False, True):  # the oracle keeps recently decoded images in RAM (its buffer)
+                sampler = DistributedSampler(range(len(records)), num_replicas=1, rank=0, shuffle=True, seed=0)
+                ours = build_dataloader(records, args.imgsz, args.batch, workers=workers, sampler=sampler,
+                                        augment=AUGMENT_PRESETS[preset], epochs=10**6, cache_images=cache_images)
+                speeds.append(images_per_second(ours, args.repeats))
+                del ours
+                gc.collect()
+            cfg = get_cfg(overrides={"imgsz": args.imgsz, "cache": False, "workers": workers, **ORACLE_NO_AUGMENT,
+                                     **values})
+            dataset = build_yolo_dataset(cfg, data["train"], args.batch, data, mode="train", rect=False, stride=32)
+            theirs = oracle_dataloader(dataset, args.batch, workers, shuffle=True, rank=-1)
+            b = images_per_second(theirs, args.repeats)
+            del theirs
+            gc.collect()
+            a, cached = speeds
+            print(f"{preset:<8} {workers:>7} {a:>11.0f} {cached:>12.0f} {b:>13.0f} {a / b:>6.2f} {cached / b:>6.2f}",
+                  flush=True)
+
+
 def absolute_yaml(data_yaml: Path, folder: Path) -> Path:
     """A copy of the data.yaml with an absolute ``path`` (the oracle resolves relative paths elsewhere)."""
     info = read_yolo(data_yaml)
@@ -90,6 +133,7 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--augmented", action="store_true", help="time augmented training loaders instead")
     args = parser.parse_args()
     ultralytics()
     from ultralytics import YOLO as OracleYOLO
@@ -105,6 +149,9 @@ def main() -> None:
     data = check_det_dataset(str(yaml_path))
     print(f"{args.data}: {len(records)} images, imgsz {args.imgsz}, batch {args.batch}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.augmented:
+        augmented_throughput(args, info.splits["train"], data)
+        return
 
     def loaders(rect: bool, workers: int):
         ours = build_dataloader(records, args.imgsz, args.batch, rect=rect, workers=workers)

@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from bench_data_eval import SHARED, absolute_yaml  # noqa: E402
+from bench_data_eval import ORACLE_NO_AUGMENT, SHARED, absolute_yaml  # noqa: E402
 from oracle import build_oracle, save_release, ultralytics  # noqa: E402
 from quick import parse_with_quick  # noqa: E402
 from yolofreeze.weights.checkpoints import convert_official, load_model  # noqa: E402
@@ -64,9 +64,6 @@ from yolofreeze.training.runs import read_results  # noqa: E402
 from yolofreeze.training.trainer import Trainer, seed_everything  # noqa: E402
 
 # The oracle's settings for an un-augmented fine-tune with our recipe (names from its cfg/default.yaml).
-ORACLE_NO_AUGMENT = dict(mosaic=0.0, mixup=0.0, cutmix=0.0, copy_paste=0.0, degrees=0.0, translate=0.0, scale=0.0,
-                         shear=0.0, perspective=0.0, flipud=0.0, fliplr=0.0, bgr=0.0, hsv_h=0.0, hsv_s=0.0,
-                         hsv_v=0.0, erasing=0.0, auto_augment=None, close_mosaic=0, multi_scale=0.0)
 ORACLE_RECIPE = dict(optimizer="SGD", amp=False, plots=False, deterministic=True, workers=0, val=True, device="cpu",
                      cache=False, rect=False, cos_lr=False, verbose=False, exist_ok=True)
 RECIPE_FIELDS = ("seed", "nbs", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum",
