@@ -262,3 +262,26 @@ def test_mosaic_stops_for_the_last_close_mosaic_epochs_and_boxes_stay_inside(sma
     with_mosaic = np.mean([n for e, n in counts if e < 3])
     without = np.mean([n for e, n in counts if e >= 3])
     assert with_mosaic > 1.5 * without
+
+
+def test_augmenting_keeps_recently_decoded_images_and_gives_the_same_samples(small_demo, monkeypatch):
+    import yolofreeze.data.loader as loader
+
+    records = read_yolo(small_demo).splits["train"]
+    decoded = []
+    real = loader.load_image
+
+    def counting(path, imgsz):
+        decoded.append(path)
+        return real(path, imgsz)
+
+    fresh = DetectionDataset(records, imgsz=64, augment=PRESETS["default"], epochs=10)
+    expected = [fresh[epoch * len(records) + k] for epoch in range(2) for k in range(len(records))]
+    monkeypatch.setattr(loader, "load_image", counting)
+    buffered = DetectionDataset(records, imgsz=64, augment=PRESETS["default"], epochs=10)
+    got = [buffered[epoch * len(records) + k] for epoch in range(2) for k in range(len(records))]
+    assert len(decoded) == len(set(decoded)) == len(records)  # each image decoded once over two epochs of mosaics
+    for a, b in zip(expected, got, strict=True):
+        assert torch.equal(a.image, b.image) and torch.equal(a.targets, b.targets)
+    plain = DetectionDataset(records, imgsz=64)
+    assert plain._recent is None  # validation and un-augmented training read the files (or --cache) as before

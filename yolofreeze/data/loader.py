@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import random
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -36,6 +37,7 @@ from .records import IMAGE_ERRORS, ImageRecord
 log = logging.getLogger(__name__)
 
 PAD_VALUE = 114
+RECENT_IMAGES = 1000  # at most this many decoded images kept per loader worker while augmenting
 
 def decode_image(path: str | Path) -> np.ndarray:
     """Decode an image file with OpenCV, EXIF orientation applied.
@@ -256,6 +258,11 @@ class DetectionDataset(Dataset):
             self.order = np.arange(len(self.records), dtype=np.int64)
             self.shapes = np.full((len(self.records), 2), imgsz, np.int64)
         self._cache = self._fill_cache() if cache_images else None
+        # augmenting without the cache: keep recently decoded images (each loader worker its own), as the reference
+        # does; a mosaic reads four images per item
+        self._recent: OrderedDict[int, np.ndarray] | None = (
+            OrderedDict() if self.augment is not None and self._cache is None else None)
+        self._recent_size = min(len(self.records), max(8 * batch_size, 64), RECENT_IMAGES)
 
     def _read(self, index: int) -> np.ndarray:
         """``load_image`` of record ``index``; raises ``ValueError`` if its oriented size is not the record's."""
@@ -283,9 +290,19 @@ class DetectionDataset(Dataset):
         return images
 
     def _load(self, index: int) -> np.ndarray:
-        """Resized image of record ``index`` from the cache or the file; raises on an unreadable image."""
-        if self._cache is None:
+        """Resized image of record ``index`` from the cache, the recently decoded images (augmentation) or the
+        file; raises on an unreadable image. The array is shared: callers must not write to it."""
+        if self._cache is None and self._recent is None:
             return self._read(index)
+        if self._cache is None:
+            image = self._recent.get(index)
+            if image is None:
+                image = self._recent[index] = self._read(index)
+                if len(self._recent) > self._recent_size:
+                    self._recent.popitem(last=False)
+            else:
+                self._recent.move_to_end(index)
+            return image
         image = self._cache[index]
         if image is None:
             raise OSError("could not be read when caching")
