@@ -116,10 +116,7 @@ def non_negative_float(text: str) -> float:
 
 def fraction(text: str) -> float:
     """A threshold in ``[0, 1]`` (``--conf``, ``--iou``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
     return value

@@ -36,10 +36,19 @@ import numpy as np
 PAD = 114  # grey of the canvas around and between images
 
 
+# each setting's allowed values and how to say them (AugmentSettings and the training config check with it)
+LIMITS = {**dict.fromkeys(("fliplr", "hsv_h", "hsv_s", "hsv_v", "mosaic", "translate"),
+                          (lambda value: 0.0 <= value <= 1.0, "between 0 and 1")),
+          "scale": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
+          "degrees": (lambda value: 0.0 <= value <= 180.0, "between 0 and 180"),
+          "close_mosaic": (lambda value: isinstance(value, int) and value >= 0, "an integer >= 0")}
+
+
 @dataclass(frozen=True)
 class AugmentSettings:
-    """Probabilities and ranges, with the reference's names: ``fliplr`` (probability of a horizontal flip),
-    ``hsv_h`` / ``hsv_s`` / ``hsv_v`` (gain ranges)."""
+    """Probabilities and ranges, with the reference's names (allowed values: :data:`LIMITS`): ``fliplr`` and
+    ``mosaic`` (probabilities), ``hsv_h`` / ``hsv_s`` / ``hsv_v`` (gain ranges), ``degrees``, ``translate`` and
+    ``scale`` (the affine's ranges), ``close_mosaic`` (epochs at the end without mosaic)."""
 
     fliplr: float = 0.0
     hsv_h: float = 0.0
@@ -52,15 +61,9 @@ class AugmentSettings:
     close_mosaic: int = 10  # mosaic off for the last this many epochs
 
     def __post_init__(self):
-        for name in ("fliplr", "hsv_h", "hsv_s", "hsv_v", "mosaic", "translate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} {getattr(self, name)} must be between 0 and 1")
-        if not 0.0 <= self.scale < 1.0:
-            raise ValueError(f"scale {self.scale} must be in [0, 1)")
-        if not 0.0 <= self.degrees <= 180.0:
-            raise ValueError(f"degrees {self.degrees} must be between 0 and 180")
-        if self.close_mosaic < 0:
-            raise ValueError(f"close_mosaic {self.close_mosaic} must not be negative")
+        for name, (allowed, what) in LIMITS.items():
+            if not allowed(getattr(self, name)):
+                raise ValueError(f"{name} {getattr(self, name)} must be {what}")
 
     @property
     def active(self) -> bool:

@@ -31,6 +31,7 @@ import torch
 from .. import __version__
 from ..data.records import IMAGE_ERRORS
 from ..evaluation.detect import letterboxed_input
+from ..host import available_memory
 from ..model import YOLO
 from . import require
 
@@ -194,18 +195,6 @@ def activation_bytes(proto) -> int:
         if tensor.elem_type == onnx.TensorProto.FLOAT and dims and all(d > 0 for d in dims):
             total += 4 * math.prod(dims)
     return total
-
-
-def available_memory() -> int:
-    """Bytes of memory available to new allocations (Linux ``MemAvailable``; elsewhere the free physical pages)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 def calibration_images(paths: Sequence[Path], imgsz: int, count: int, seed: int = 0

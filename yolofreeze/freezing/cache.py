@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from ..data import DetectionDataset, ImageMeta, ImageRecord, LoadFailure, collate
 from ..data.loader import seed_worker
+from ..host import available_memory
 from ..model import YOLO, PrefixOutputs
 from .plan import FreezePlan
 
@@ -112,14 +113,7 @@ def available_bytes(mode: str, directory: Path | None = None) -> int:
         while not existing.exists():
             existing = existing.parent
         return shutil.disk_usage(existing).free
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return available_memory()
 
 
 def _size(count: float) -> str:

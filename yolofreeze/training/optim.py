@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.augment import LIMITS as AUGMENT_LIMITS
 from ..data.augment import AugmentSettings
 from ..freezing.plan import LrSplit
 
@@ -109,11 +110,8 @@ class TrainConfig:
         _require(0 <= self.warmup_momentum < 1, "warmup_momentum", "in [0, 1)")
         for name in ("lrf", "weight_decay", "warmup_epochs", "warmup_bias_lr", "box", "cls", "dfl"):
             _require(getattr(self, name) >= 0, name, ">= 0")
-        for name in ("fliplr", "hsv_h", "hsv_s", "hsv_v", "mosaic", "translate"):
-            _require(0 <= getattr(self, name) <= 1, name, "between 0 and 1")
-        _require(0 <= self.scale < 1, "scale", "in [0, 1)")
-        _require(0 <= self.degrees <= 180, "degrees", "between 0 and 180")
-        _require(isinstance(self.close_mosaic, int) and self.close_mosaic >= 0, "close_mosaic", "an integer >= 0")
+        for name, (allowed, what) in AUGMENT_LIMITS.items():
+            _require(allowed(getattr(self, name)), name, what)
 
     def augmentation(self) -> AugmentSettings:
         """The training images' augmentation (nothing active by default)."""
