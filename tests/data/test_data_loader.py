@@ -66,6 +66,16 @@ def test_letterbox_without_scaleup_centres_a_small_image_with_the_odd_pixel_righ
     assert out.shape[1] - (left + 30) == 17 and out.shape[0] - (top + 21) == 22
 
 
+@pytest.mark.parametrize("shape,kwargs", [((64, 64), {}), ((96, 64), {}), (64, {"auto": True}),
+                                          ((500, 300), {"scaleup": False})])
+def test_letterbox_channels_last_has_the_same_pixels_geometry_and_is_contiguous(shape, kwargs):
+    image = np.random.default_rng(3).integers(0, 256, (101, 203, 3), dtype=np.uint8)
+    chw_view, ratio, pad = letterbox(image, shape, **kwargs)
+    hwc, ratio_hwc, pad_hwc = letterbox(image, shape, channels_first=False, **kwargs)
+    assert hwc.flags.c_contiguous and not chw_view.flags.c_contiguous
+    assert np.array_equal(hwc, chw_view) and ratio_hwc == ratio and pad_hwc == pad
+
+
 @pytest.mark.parametrize("hw,imgsz,expected", [((333, 517), 320, (207, 320)),  # 333 * 320 / 517 = 206.1 -> up
                                                ((517, 333), 320, (320, 207)),
                                                ((150, 200), 320, (240, 320)),  # enlarged

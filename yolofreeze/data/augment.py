@@ -113,7 +113,7 @@ def flip_lr(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarra
     width = image.shape[1]
     mirrored = boxes.copy()
     mirrored[:, [0, 2]] = width - boxes[:, [2, 0]]
-    return np.ascontiguousarray(image[:, ::-1]), mirrored
+    return cv2.flip(image, 1), mirrored
 
 
 def mosaic(images: list[np.ndarray], boxes: list[np.ndarray], centre: tuple[int, int], size: int

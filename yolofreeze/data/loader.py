@@ -90,7 +90,7 @@ def load_image(path: str | Path, imgsz: int) -> tuple[np.ndarray, tuple[int, int
 
 
 def letterbox(image: np.ndarray, shape: int | tuple[int, int], scaleup: bool = True, auto: bool = False,
-              stride: int = 32, pad_value: int = PAD_VALUE
+              stride: int = 32, pad_value: int = PAD_VALUE, channels_first: bool = True
               ) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
     """Resize (aspect kept) to fit ``shape`` and centre on a grey canvas.
 
@@ -101,13 +101,16 @@ def letterbox(image: np.ndarray, shape: int | tuple[int, int], scaleup: bool = T
         auto: pad only up to the next multiples of ``stride`` instead of up to ``shape``.
         stride: alignment for ``auto``.
         pad_value: grey level of the padding.
+        channels_first: lay ``out`` out channel-first in memory (see below); with False it is a contiguous
+            ``(H', W', 3)`` array, cheaper for the pixel operations of augmentation that follow.
 
     Returns:
         ``out (H', W', 3)`` uint8, ``ratio (rx, ry)`` = placed / input size per axis, ``pad (left, top)``
         in pixels; a point maps as ``x_out = x_in * rx + left``. The scale is ``min(H / h, W / w)``, the
         placed size ``max(round(w * scale), 1) x max(round(h * scale), 1)`` (bilinear resize only if it
-        changes); padding splits evenly, the odd pixel right / bottom. ``out`` is a view of a channel-first
-        buffer, so ``out.transpose(2, 0, 1)`` (what the model eats) is contiguous and costs no copy.
+        changes); padding splits evenly, the odd pixel right / bottom. With ``channels_first``, ``out`` is a view
+        of a channel-first buffer, so ``out.transpose(2, 0, 1)`` (what the model eats) is contiguous and costs no
+        copy.
     """
     height, width = image.shape[:2]
     canvas_h, canvas_w = (shape, shape) if isinstance(shape, int) else shape
@@ -120,14 +123,18 @@ def letterbox(image: np.ndarray, shape: int | tuple[int, int], scaleup: bool = T
     if (h, w) != (height, width):
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
     top, left = (canvas_h - h) // 2, (canvas_w - w) // 2
+    if not channels_first:
+        out = cv2.copyMakeBorder(image, top, canvas_h - h - top, left, canvas_w - w - left, cv2.BORDER_CONSTANT,
+                                 value=(pad_value,) * 3)
+        return out, (w / width, h / height), (left, top)
     chw = np.full((3, canvas_h, canvas_w), pad_value, np.uint8)
     chw[:, top:top + h, left:left + w] = image.transpose(2, 0, 1)
     return chw.transpose(1, 2, 0), (w / width, h / height), (left, top)
 
 
 def letterbox_from_original(resized: np.ndarray, orig_hw: tuple[int, int], imgsz: int,
-                            shape: tuple[int, int] | None = None, stride: int = 32, scaleup: bool = True
-                            ) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+                            shape: tuple[int, int] | None = None, stride: int = 32, scaleup: bool = True,
+                            channels_first: bool = True) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
     """``letterbox`` of an image already resized by ``load_image``, with the ratio relative to the original.
 
     Args:
@@ -137,15 +144,17 @@ def letterbox_from_original(resized: np.ndarray, orig_hw: tuple[int, int], imgsz
         shape: canvas ``(H, W)`` (e.g. a rect batch shape).
         stride: alignment when ``shape`` is None.
         scaleup: allow enlarging ``resized`` to fill ``shape``.
+        channels_first: ``out``'s memory layout, as for ``letterbox``.
 
     Returns:
         ``out (H, W, 3)`` uint8, ``ratio (rx, ry)`` and ``pad (left, top)`` such that a point of the
         original image maps as ``x_out = x_orig * rx + left``.
     """
     if shape is None:
-        image, (rx, ry), pad = letterbox(resized, imgsz, scaleup, auto=True, stride=stride)
+        image, (rx, ry), pad = letterbox(resized, imgsz, scaleup, auto=True, stride=stride,
+                                         channels_first=channels_first)
     else:
-        image, (rx, ry), pad = letterbox(resized, shape, scaleup)
+        image, (rx, ry), pad = letterbox(resized, shape, scaleup, channels_first=channels_first)
     return image, (rx * resized.shape[1] / orig_hw[1], ry * resized.shape[0] / orig_hw[0]), pad
 
 
@@ -367,7 +376,8 @@ class DetectionDataset(Dataset):
             return self._recomposed(index, resized, epoch)
         record = self.records[index]
         orig_hw = (record.height, record.width)
-        image, ratio, (left, top) = letterbox_from_original(resized, orig_hw, self.imgsz, shape, scaleup=False)
+        image, ratio, (left, top) = letterbox_from_original(resized, orig_hw, self.imgsz, shape, scaleup=False,
+                                                            channels_first=self.augment is None)
         keep = ~record.flags
         boxes = (record.boxes[keep] * np.array([*ratio, *ratio], np.float32)
                  + np.array([left, top, left, top], np.float32))
