@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             print(trainer.cache_estimate.describe())
         if not resume:
             print(format_plan_memory(trainer.profile_memory()))
+            print(trainer.loader_memory()["note"])
         cfg = trainer.cfg
         print(f"training {cfg.epochs} epochs on {len(trainer.data.splits['train'])} images "
               f"({trainer.nb} batches of {cfg.batch // dist.world_size}"

@@ -76,6 +76,19 @@ def test_letterbox_channels_last_has_the_same_pixels_geometry_and_is_contiguous(
     assert np.array_equal(hwc, chw_view) and ratio_hwc == ratio and pad_hwc == pad
 
 
+def test_host_memory_counts_the_cache_as_filled_and_mosaic_canvases_only_with_mosaic(records):
+    cached = DetectionDataset(records, 64, cache_images=True)
+    memory = cached.host_memory(workers=0, batch=4)
+    assert memory["image_cache_bytes"] == sum(image.nbytes for image in cached._cache)
+    assert memory["recent_images_bytes"] == memory["mosaic_canvas_bytes"] == 0
+    assert memory["batches_bytes"] == 4 * 3 * 64 * 64 and "cache" in memory["note"]
+    light = DetectionDataset(records, 64, augment=AugmentSettings(fliplr=0.5)).host_memory(workers=2, batch=4)
+    assert light["image_cache_bytes"] == light["mosaic_canvas_bytes"] == 0 and light["recent_images"] == len(records)
+    assert light["recent_images_bytes"] == 2 * cached.host_memory(0, 4)["image_cache_bytes"]  # a buffer per worker
+    mosaic = DetectionDataset(records, 64, augment=AugmentSettings(mosaic=1.0)).host_memory(workers=0, batch=4)
+    assert mosaic["mosaic_canvas_bytes"] == 5 * 3 * 64 * 64 and "2x-side canvas" in mosaic["note"]
+
+
 @pytest.mark.parametrize("hw,imgsz,expected", [((333, 517), 320, (207, 320)),  # 333 * 320 / 517 = 206.1 -> up
                                                ((517, 333), 320, (320, 207)),
                                                ((150, 200), 320, (240, 320)),  # enlarged

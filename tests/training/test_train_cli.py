@@ -309,6 +309,10 @@ def test_a_default_augmented_run_trains_with_mosaic_then_without(demo_data, tmp_
     args = yaml.safe_load((tmp_path / "mosaic" / "args.yaml").read_text())
     assert (args["mosaic"], args["translate"], args["scale"], args["close_mosaic"]) == (1.0, 0.1, 0.5, 1)
     assert read_results(tmp_path / "mosaic" / "results.csv")["epoch"] == [1.0, 2.0]
+    loader = json.loads((tmp_path / "mosaic" / "memory.json").read_text())["data_loader"]
+    assert loader["workers"] == 2 and loader["image_cache_bytes"] == 0
+    assert loader["mosaic_canvas_bytes"] == 2 * 5 * 3 * 128 * 128  # per worker: a 256 x 256 canvas and the output
+    assert loader["recent_images_bytes"] > 0 and "mosaic" in capsys.readouterr().out
 
 
 def test_run_settings_round_trip_and_read_the_records_of_older_runs():

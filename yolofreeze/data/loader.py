@@ -317,6 +317,39 @@ class DetectionDataset(Dataset):
             raise OSError("could not be read when caching")
         return image
 
+    def host_memory(self, workers: int, batch: int) -> dict:
+        """Estimated host memory of a loader over this dataset with ``workers`` worker processes (0: the main
+        process loads) and ``batch`` images per batch, in bytes, with a line saying what it counts:
+
+        - ``image_cache_bytes``: the ``cache_images`` RAM cache (shared with the workers);
+        - ``recent_images_bytes``: the recently decoded images kept while augmenting without the cache, each
+          worker its own buffer (at most ``recent_images`` images; the average resized image times that);
+        - ``mosaic_canvas_bytes``: per item being built, mosaic's ``2 imgsz x 2 imgsz`` canvas (4x an output
+          image) and the warped output;
+        - ``batches_bytes``: the uint8 batches in flight (two prefetched per worker, or one).
+        """
+        def resized_bytes(record: ImageRecord) -> int:
+            r = self.imgsz / max(record.height, record.width)
+            return 3 * min(math.ceil(record.width * r), self.imgsz) * min(math.ceil(record.height * r), self.imgsz)
+
+        average = sum(map(resized_bytes, self.records)) / max(len(self.records), 1)
+        processes = max(workers, 1)
+        square = 3 * self.imgsz * self.imgsz
+        mosaic_on = self.augment is not None and self.augment.mosaic > 0
+        record = {
+            "workers": workers,
+            "image_cache_bytes": int(average * len(self.records)) if self._cache is not None else 0,
+            "recent_images": self._recent_size if self._recent is not None else 0,
+            "recent_images_bytes": int(average * self._recent_size * processes) if self._recent is not None else 0,
+            "mosaic_canvas_bytes": 5 * square * processes if mosaic_on else 0,
+            "batches_bytes": batch * square * (2 * workers if workers else 1)}
+        parts = [f"{name.removesuffix('_bytes').replace('_', ' ')} {value / 2**20:.0f} MiB"
+                 for name, value in record.items() if name.endswith("_bytes") and value]
+        record["total_bytes"] = sum(v for k, v in record.items() if k.endswith("_bytes"))
+        record["note"] = (f"data loader (host RAM, estimated, {processes} process{'es' if processes > 1 else ''}): "
+                          + ", ".join(parts) + (" (mosaic builds a 2x-side canvas per item)" if mosaic_on else ""))
+        return record
+
     def __len__(self) -> int:
         """Number of records."""
         return len(self.records)

@@ -509,6 +509,10 @@ class Trainer:
         cache.refresh(self.model)
         return cache.batches(BatchSampler(self.sampler, self.loader.batch_size, drop_last=False))
 
+    def loader_memory(self) -> dict:
+        """The training data loader's estimated host memory (``DetectionDataset.host_memory``)."""
+        return self.loader.dataset.host_memory(self.loader.num_workers, self.loader.batch_size)
+
     def profile_memory(self) -> list[PhaseMemory]:
         """Measure one real training step of a copy of the model in each phase of the plan on the first training
         images (one process's batch), write ``memory.json`` (:func:`memory_record`) and return the phases. The
@@ -522,8 +526,9 @@ class Trainer:
             self.model, self.freeze_plan, self.criterion, batch.images.to(self.device).float() / 255,
             batch.targets.to(self.device),
             lambda model, plan: build_optimizer(model, self.cfg, plan.trainable, self.freeze_plan.lr_split()))
-        self.memory_path.write_text(json.dumps(memory_record(self.model, self.freeze_plan, phases), indent=1),
-                                    encoding="utf-8")
+        record = memory_record(self.model, self.freeze_plan, phases)
+        record["data_loader"] = self.loader_memory()
+        self.memory_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
         return phases
 
     # -- checkpoints and resume ---------------------------------------------------------------------------------
