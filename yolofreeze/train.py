@@ -27,9 +27,11 @@ from .freezing.memory import format_plan_memory
 from .freezing.plan import FrozenTensorChanged
 from .training.optim import AUGMENT_FIELDS, accumulate
 from .training.setup import new_trainer, parse_train_args, resumed_trainer, train_parser
+from .training.stopping import TrainingInterrupted
 from .training.trainer import Distributed, TrainingDiverged, TrainSummary
+from .weights.checkpoints import CheckpointWriteError
 
-EXIT_DIVERGED = 1
+EXIT_TRAINING_FAILED = 1  # diverged, a frozen tensor moved, a checkpoint could not be written
 
 
 def print_summary(summary: TrainSummary, auto: bool = False) -> None:
@@ -77,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
               f"run folder {trainer.run_dir}")
     try:
         summary = trainer.fit()
-    except (TrainingDiverged, FrozenTensorChanged) as error:
+    except (TrainingDiverged, FrozenTensorChanged, CheckpointWriteError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_DIVERGED
+        return EXIT_TRAINING_FAILED
+    except TrainingInterrupted as error:
+        print(f"stopped: {error}", file=sys.stderr)
+        return error.exit_code
     if dist.main:
         print_summary(summary, auto=trainer.freeze_plan.auto is not None)
     return 0

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import random
+import signal
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -456,8 +457,12 @@ def seed_worker(worker_id: int) -> None:
 
     Also limits the worker to one intra-op thread: workers already run in parallel, and more threads
     per worker only oversubscribe the cores. (OpenCV's thread count is left alone: changing it in a forked
-    worker hangs when the parent process had already used OpenCV's thread pool.)
+    worker hangs when the parent process had already used OpenCV's thread pool.) Workers ignore Ctrl-C, which
+    a terminal sends to the whole process group: the main process decides when to stop (the trainer at a step
+    boundary) and its loader shuts them down. SIGTERM keeps PyTorch's handling (the loader's shutdown relies on
+    it); a scheduler's SIGTERM to every process kills them, which the trainer reports as the same stop.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)

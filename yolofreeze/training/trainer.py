@@ -25,6 +25,7 @@ import os
 import random
 import resource
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -50,10 +51,11 @@ from ..freezing.memory import PhaseMemory, memory_record, profile_plan_memory
 from ..freezing.plan import FreezePlan
 from ..model import YOLO
 from ..plots import plot_grad_norms, plot_results
-from ..weights.checkpoints import atomic_torch_save, checkpoint_dict
+from ..weights.checkpoints import CheckpointWriteError, atomic_torch_save, checkpoint_dict
 from .loss import build_loss
 from .optim import (GROUPS, ModelEMA, TrainConfig, apply_schedule, build_optimizer, optimizer_step, regroup, step_due,
                     warmup_iterations)
+from .stopping import StopSignals, TrainingInterrupted
 from .runs import append_results, keep_epochs, results_columns, write_args
 
 LOGGER = logging.getLogger(__name__)
@@ -107,6 +109,14 @@ class Distributed:
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any process (one small all-reduce with ``torchrun``)."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
 
 
 @dataclass
@@ -215,6 +225,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ema = ModelEMA(self.model)
         self.start_epoch, self.last_step = 0, -1
+        self.saved_epochs = 0  # the epochs last.pt holds
+        self.position = (0, -1)  # (epoch, batch) of the last training step, 0-based
+        self.stop = StopSignals(self.resume_hint)  # SIGTERM / Ctrl-C during fit: stop at the next step boundary
         self.best_fitness, self.best_epoch, self.best_result = -math.inf, 0, None
         self.unreadable: set[str] = set()
         self.sampler = DistributedSampler(range(len(data.splits["train"])), num_replicas=self.dist.world_size,
@@ -272,7 +285,21 @@ class Trainer:
         Raises:
             TrainingDiverged: the loss became NaN or infinite (message names the epoch and batch).
             FrozenTensorChanged: a frozen tensor moved during an epoch (named).
+            TrainingInterrupted: SIGTERM or Ctrl-C (at the next step boundary; a second signal at once); the
+                message says which epoch ``last.pt`` holds and how to resume.
         """
+        with self.stop:
+            try:
+                return self._fit()
+            except (RuntimeError, CheckpointWriteError):
+                if not self.stop.requested:
+                    raise
+                # the signal reached the data-loader workers too (a scheduler signals every process): the loader
+                # failed before the next step boundary
+                raise self.interrupted() from None
+
+    def _fit(self) -> TrainSummary:
+        """The loop of :meth:`fit`."""
         started, stopped_early, epoch = time.perf_counter(), False, self.start_epoch
         if self.dist.main:
             write_args(self.run_dir, {**self.settings, **self.cfg.to_dict()})
@@ -310,6 +337,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.sampler.set_epoch(epoch)
+        self.position = (epoch, -1)
         self.plan.set_train_mode(self.model)
         sums, batches = torch.zeros(3), 0
         bar = tqdm(self.epoch_batches(), total=self.nb, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
@@ -325,6 +353,9 @@ class Trainer:
                 optimizer_step(self.model, self.optimizer, self.ema, self.scaler if self.amp else None,
                                self.gradient_observer(epoch, iteration))
                 self.last_step = iteration
+            self.position = (epoch, i)
+            if self.dist.any(self.stop.requested):
+                raise self.interrupted()
             sums += torch.stack([parts[name].float().cpu() for name in ("box", "cls", "dfl")])
             batches += 1
             means = sums / batches
@@ -543,6 +574,21 @@ class Trainer:
             rates.update({f"lr/{g['label']}": g["lr"] for g in groups if g["name"] == "weight"})
         return rates
 
+    def interrupted(self) -> TrainingInterrupted:
+        """The stop a signal asked for, saying where training was and how to resume (``resume_hint``)."""
+        epoch, batch = self.position
+        return TrainingInterrupted(f"{self.stop.name or 'a stop signal on another process'}: stopped in epoch "
+                                   f"{epoch + 1} after {batch + 1} of {self.nb} batches; {self.resume_hint()}",
+                                   self.stop.signum or signal.SIGTERM)
+
+    def resume_hint(self) -> str:
+        """Which epoch ``last.pt`` holds and how to continue from it (for messages of a run that stopped)."""
+        last = self.weights_dir / "last.pt"
+        if not self.saved_epochs or not last.is_file():
+            return "no epoch had finished, so there is nothing to resume: start the run again"
+        return (f"{last} holds epoch {self.saved_epochs} of {self.cfg.epochs}; continue with: python train.py "
+                f"--resume {self.run_dir}")
+
     def train_state(self, epoch: int, row: dict[str, float]) -> dict:
         """Everything a resumed run needs after ``epoch`` (0-based) finished; tensors and plain values only."""
         def cpu(tensor: torch.Tensor) -> torch.Tensor:
@@ -562,14 +608,24 @@ class Trainer:
 
     def save_last(self, epoch: int, row: dict[str, float]) -> Path:
         """``weights/last.pt``: EMA weights plus the full training state (atomic)."""
-        return atomic_torch_save(checkpoint_dict(self.ema.module, self.train_state(epoch, row)),
-                                 self.weights_dir / "last.pt")
+        path = self.save_checkpoint(checkpoint_dict(self.ema.module, self.train_state(epoch, row)),
+                                    self.weights_dir / "last.pt")
+        self.saved_epochs = epoch + 1
+        return path
+
+    def save_checkpoint(self, checkpoint: dict, path: Path) -> Path:
+        """``atomic_torch_save``; a failed write (a full disk) raises ``CheckpointWriteError`` saying how to
+        resume from the checkpoint still there."""
+        try:
+            return atomic_torch_save(checkpoint, path)
+        except CheckpointWriteError as error:
+            raise CheckpointWriteError(f"{error}; {self.resume_hint()}") from None
 
     def save_best(self, epoch: int, result: EvalResult) -> Path:
         """``weights/best.pt``: EMA weights with the epoch, fitness and metrics that made them best (atomic)."""
         info = {"epoch": epoch + 1, "fitness": fitness(result), "metrics": result.to_dict(),
                 "config": self.cfg.to_dict(), "settings": self.settings}
-        return atomic_torch_save(checkpoint_dict(self.ema.module, info), self.weights_dir / "best.pt")
+        return self.save_checkpoint(checkpoint_dict(self.ema.module, info), self.weights_dir / "best.pt")
 
     def restore(self, ckpt: dict) -> None:
         """Continue from a ``last.pt`` dict: weights, EMA, optimiser, scaler, pending gradients, counters, RNG.
@@ -596,6 +652,7 @@ class Trainer:
         for name, grad in state["pending_gradients"].items():
             parameters[name].grad = grad.to(self.device)
         self.start_epoch, self.last_step = state["epoch"], state["last_step"]
+        self.saved_epochs = state["epoch"]
         self.best_fitness, self.best_epoch = state["best_fitness"], state["best_epoch"]
         self.best_result = EvalResult.from_dict(state["best_result"]) if state["best_result"] else None
         torch.set_rng_state(state["rng"]["torch"])

@@ -10,9 +10,11 @@ The command line is :mod:`yolofreeze.convert`.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -162,8 +164,28 @@ def checkpoint_dict(model: YOLO, train: dict | None = None) -> dict:
     return ckpt
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, most often); the file it would replace is untouched."""
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the tensors in ``obj`` (nested dicts, lists, tuples): about the size of its ``torch.save``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def atomic_torch_save(obj, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file.
+
+    Raises:
+        CheckpointWriteError: the write failed (one line: the file, and for a full disk the space needed and
+            free); the temporary file is removed and a previous ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -171,10 +193,23 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # torch's zip writer reports a short write as a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointWriteError(_write_failure(path, obj, error)) from error
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_failure(path: Path, obj, error: BaseException) -> str:
+    """One line on why ``path`` could not be written and what is left of it."""
+    needed, free = tensor_bytes(obj), shutil.disk_usage(path.parent).free
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < needed
+    reason = (f"the disk is full (about {needed / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free)" if full
+              else str(error).strip().splitlines()[0])
+    before = (f"the previous {path.name} is intact" if path.is_file() else f"no {path.name} was there before")
+    return f"cannot write {path}: {reason}; nothing partial was left, {before}"
 
 
 def save_checkpoint(model: YOLO, path: str | Path, train: dict | None = None) -> Path:
