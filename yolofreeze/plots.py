@@ -89,7 +89,8 @@ def plot_grad_norms(csv_path: str | Path, out_path: str | Path | None = None) ->
     curves.set(title="gradient L2 norm per optimiser step (before clipping; grey: epoch starts)",
                xlabel="optimiser step", ylabel="L2 norm", yscale="log")
     curves.grid(alpha=0.3, which="both")
-    curves.legend()
+    if curves.get_legend_handles_labels()[0]:  # nothing to label when no step was recorded (all skipped)
+        curves.legend()
     summary = summarize_grad_norms(csv_path)
     per_block = [(int(key.split()[1]), s) for key, s in summary.items() if key.startswith("block ")]
     if per_block:

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training {cfg.epochs} epochs on {len(trainer.data.splits['train'])} images "
               f"({trainer.nb} batches of {cfg.batch // dist.world_size}"
               f"{f' per process x {dist.world_size}' if dist.world_size > 1 else ''}, one {cfg.optimizer} "
-              f"step per {accumulate(cfg)} batches{_augmentation(cfg)}), imgsz {cfg.imgsz}, {trainer.device}{', AMP' if trainer.amp else ''}; "
+              f"step per {accumulate(cfg)} batches{_augmentation(cfg)}), imgsz {cfg.imgsz}, {trainer.device}{_precision(trainer)}; "
               f"run folder {trainer.run_dir}")
     try:
         summary = trainer.fit()
@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     if dist.main:
         print_summary(summary, auto=trainer.freeze_plan.auto is not None)
     return 0
+
+
+def _precision(trainer) -> str:
+    """``, AMP float16`` / ``, AMP bfloat16`` with mixed precision, or nothing."""
+    return f", AMP {str(trainer.amp_dtype).removeprefix('torch.')}" if trainer.amp else ""
 
 
 def _augmentation(cfg) -> str:

@@ -83,7 +83,7 @@ def test_block_range_forward_equals_the_full_forward(name, training):
 
 
 def _trainer(data, run_dir: Path, model, cache: str | None, dtype: str = "fp32", epochs: int = 2,
-             imgsz: int = IMGSZ) -> Trainer:
+             imgsz: int = IMGSZ, amp: str | bool = False) -> Trainer:
     """A seeded tiny fr2 fine-tune of ``model`` (a name: from scratch; a path: those weights): batch 4 with one SGD
     step per batch (nbs 4)."""
     seed_everything(0)
@@ -91,7 +91,7 @@ def _trainer(data, run_dir: Path, model, cache: str | None, dtype: str = "fp32",
     cfg = TrainConfig(epochs=epochs, batch=4, nbs=4, imgsz=imgsz, seed=0, patience=0)
     run_dir.mkdir(parents=True)
     return Trainer(model, data, cfg, run_dir, FreezePlan.parse("fr2", model), workers=0, progress=False,
-                   grad_norms=False, cache_frozen=cache, cache_dtype=dtype)
+                   grad_norms=False, cache_frozen=cache, cache_dtype=dtype, amp=amp)
 
 
 def _fit_recording_losses(trainer: Trainer) -> torch.Tensor:
@@ -154,6 +154,19 @@ def test_fp32_cache_gives_the_same_losses_per_step_and_the_same_metrics(runs, la
     for column in ("metrics/mAP50(B)", "metrics/mAP50-95(B)"):
         assert abs(cached_rows[column][-1] - plain_rows[column][-1]) <= 0.002, column
     assert not (trainer.run_dir / "feature_cache").exists()  # disk entries go when the run ends
+
+
+def test_under_bf16_autocast_the_cache_gives_the_losses_of_the_uncached_autocast_run(demo_yaml, tmp_path):
+    data = resolve_dataset(demo_yaml)
+    data = replace(data, splits={"train": data.splits["train"][:16], "val": data.splits["val"][:8]})
+    losses = {}
+    for label, cache in (("plain", None), ("ram", "ram")):
+        trainer = _trainer(data, tmp_path / label, "yolov8n", cache, epochs=1, amp="bf16")
+        assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
+        losses[label] = _fit_recording_losses(trainer)
+    fp32 = _fit_recording_losses(_trainer(data, tmp_path / "fp32", "yolov8n", None, epochs=1))
+    assert _relative(losses["ram"], losses["plain"]) <= 1e-5
+    assert _relative(fp32, losses["plain"]) > 1e-4  # autocast really ran: bfloat16 losses differ from float32
 
 
 def test_the_v8_comparison_has_real_detections(v8_runs):

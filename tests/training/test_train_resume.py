@@ -43,8 +43,9 @@ def _kill_after_first_epoch(argv: list[str], cwd: Path, last: Path) -> int:
     return process.wait()
 
 
-def test_killed_run_resumes_to_the_same_weights(demo_data, tmp_path):
-    data = ["--data", str(demo_data), *RECIPE]
+@pytest.mark.parametrize("precision", [[], ["--amp", "fp16", "--imgsz", "64"]], ids=["fp32", "amp-fp16"])
+def test_killed_run_resumes_to_the_same_weights(precision, demo_data, tmp_path):
+    data = ["--data", str(demo_data), *RECIPE, *precision]
     full = _train(*data, "--name", "full", cwd=tmp_path)
     assert full.returncode == 0, full.stderr
     killed_dir = tmp_path / "runs" / "train" / "killed"
@@ -63,10 +64,13 @@ def test_killed_run_resumes_to_the_same_weights(demo_data, tmp_path):
         worst = max((x[k].double() - y[k].double()).abs().max().item() for k in x if x[k].is_floating_point())
         assert worst <= 1e-6, f"{saved}: largest difference {worst}"
     assert a["train"]["ema_updates"] == b["train"]["ema_updates"]
+    assert a["train"]["scaler"] == b["train"]["scaler"]  # fp16: the loss scale and its growth tracker continue
+    if precision:
+        assert b["train"]["scaler"]["scale"] < 2.0**16  # the scaler was live: it backed off from its start
     full_rows, resumed_rows = (read_results(tmp_path / "runs" / "train" / n / "results.csv") for n in ("full", "killed"))
     assert resumed_rows["epoch"] == [1.0, 2.0, 3.0]
     for column in ("train/box_loss", "metrics/mAP50-95(B)", "val/cls_loss", "lr/pg2", "grad_norm/total"):
-        assert resumed_rows[column] == pytest.approx(full_rows[column], rel=1e-6, abs=1e-9), column
+        assert resumed_rows[column] == pytest.approx(full_rows[column], rel=1e-6, abs=1e-9, nan_ok=True), column
     full_norms, resumed_norms = (read_grad_norms(tmp_path / "runs" / "train" / n / "grad_norms.csv")
                                  for n in ("full", "killed"))
     assert [(r["step"], r["epoch"], r["block"]) for r in resumed_norms] == [

@@ -348,14 +348,16 @@ class FeatureCache:
         workers: loader processes of the build pass.
         batch: images per forward pass of the build; rect datasets are built in runs of equal shape within
             consecutive groups of ``batch`` items (the validation batches).
-        amp: run the prefix under float16 autocast (CUDA), as a mixed-precision training step does.
+        amp: the autocast dtype of a mixed-precision training step (``torch.float16`` or ``torch.bfloat16``, on
+            the model's device), or None: the prefix runs under the same autocast, its outputs keep that dtype.
 
     Raises CacheNotApplicable when ``plan`` is not cacheable, ValueError for an unknown mode, dtype or a disk
     mode without a directory.
     """
 
     def __init__(self, dataset: DetectionDataset, plan: FreezePlan, mode: str = "ram", dtype: str = "fp32",
-                 directory: str | Path | None = None, workers: int = 0, batch: int = 16, amp: bool = False) -> None:
+                 directory: str | Path | None = None, workers: int = 0, batch: int = 16,
+                 amp: torch.dtype | None = None) -> None:
         if mode not in MODES or dtype not in DTYPES:
             raise ValueError(f"cache mode {mode!r} / dtype {dtype!r}: choose from {', '.join(MODES)} / "
                              f"{', '.join(DTYPES)}")
@@ -367,7 +369,7 @@ class FeatureCache:
         self.store = _RamStore() if mode == "ram" else _DiskStore(Path(directory))
         self.keys: list[str | None] = [None] * len(dataset)
         self.failures: dict[str, str] = {}  # key → error text of images that could not be read
-        self.output_dtype = torch.float16 if amp else torch.float32
+        self.output_dtype = amp or torch.float32
 
     def refresh(self, model: YOLO) -> int:
         """Compute the entries whose key is not stored (all of them the first time; an image file, its labels or
@@ -405,7 +407,7 @@ class FeatureCache:
         loader = DataLoader(self.dataset, batch_sampler=self._build_batches(positions), num_workers=self.workers,
                             collate_fn=collate, generator=torch.Generator().manual_seed(0),
                             worker_init_fn=seed_worker, pin_memory=device.type == "cuda")
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        autocast = torch.autocast(device.type, dtype=self.amp) if self.amp else nullcontext()
         where = {int(self.dataset.order[p]): p for p in positions}
         for batch in tqdm(loader, desc="caching frozen-prefix outputs", unit="batch", leave=False, disable=None):
             for index in batch.failed:
@@ -482,13 +484,15 @@ def estimate_run_cache(model: YOLO, plan: FreezePlan, splits: dict[str, Sequence
 
 
 def phase_caches(model: YOLO, plan: FreezePlan, datasets: dict[str, DetectionDataset], batches: dict[str, int],
-                 mode: str, dtype: str, run_dir: str | Path, workers: int, amp: bool) -> dict[str, FeatureCache]:
+                 mode: str, dtype: str, run_dir: str | Path, workers: int, amp: torch.dtype | None
+                 ) -> dict[str, FeatureCache]:
     """The frozen-prefix caches of the train and val splits for one phase of a run (nothing computed yet: see
     :meth:`FeatureCache.refresh`); none in a phase with nothing frozen. A later phase's caches use the same folder:
     the entries of the previous phase, which no key names any more, go at their refresh. ``amp``: the training
-    split's prefix runs under autocast, as mixed-precision training steps do (validation runs in float32)."""
+    split's prefix runs under autocast of that dtype, as mixed-precision training steps do (validation runs in
+    float32)."""
     if not plan.frozen:
         return {}
     return {split: FeatureCache(dataset, plan, mode, dtype, Path(run_dir) / FEATURE_CACHE_DIR / split, workers,
-                                batches[split], amp=amp and split == "train")
+                                batches[split], amp=amp if split == "train" else None)
             for split, dataset in datasets.items()}

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ from torch import nn
 from ..data.augment import LIMITS as AUGMENT_LIMITS
 from ..data.augment import AugmentSettings
 from ..freezing.plan import LrSplit
+
+LOGGER = logging.getLogger(__name__)
 
 GROUPS = ("weight", "norm", "bias")  # pg0, pg1, pg2: the order of the results.csv columns lr/pg0, lr/pg1, lr/pg2
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -324,7 +327,8 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, ema: Mode
     """Clip, step, clear the gradients and update the EMA; return the total gradient L2 norm before clipping.
 
     With a ``GradScaler`` the gradients are unscaled before clipping, and the step is skipped (the norm
-    is then inf or nan) when they overflowed. Clipping scales the gradients of all of ``model``'s parameters
+    is then inf or nan, ``on_norms`` is not called, a warning is logged with the new loss scale) when they
+    overflowed. Clipping scales the gradients of all of ``model``'s parameters
     that are in the optimiser together so that their joint L2 norm is at most ``MAX_GRAD_NORM`` (10); the norm
     is computed as ``clip_grad_norm_`` computes it (one fused norm per tensor, then the norm of those).
 
@@ -339,12 +343,16 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, ema: Mode
     params = [p for p in model.parameters() if id(p) in trained and p.grad is not None]  # model order
     norms = list(torch._foreach_norm([p.grad for p in params])) if params else []
     total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
-    if on_norms is not None:
+    overflowed = scaler is not None and not bool(torch.isfinite(total))
+    if on_norms is not None and not overflowed:
         on_norms(params, norms, total)
     nn.utils.clip_grads_with_norm_(params, MAX_GRAD_NORM, total)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
+        if overflowed:
+            LOGGER.warning("optimizer step skipped: the float16 gradients overflowed (norm %s); loss scale now %g",
+                           float(total), scaler.get_scale())
     else:
         optimizer.step()
     optimizer.zero_grad()

@@ -128,7 +128,7 @@ class RunSettings:
     cache_images: bool = False
     cache_frozen: str | None = None
     cache_dtype: str = "fp32"
-    amp: bool = True
+    amp: bool | str = True  # True: fp16 on CUDA only; False: off; "fp16" / "bf16": on any device
     name: str | None = None
     project: str = "runs/train"
 
@@ -246,7 +246,10 @@ def train_parser(prog: str = "train.py", description: str | None = None) -> argp
                              "every --unfreeze phase) with --frozen-bn eval")
     parser.add_argument("--cache-dtype", choices=tuple(DTYPES), default=None,
                         help="storage of --cache-frozen outputs: fp32 (exact) or fp16 (half the size; default fp32)")
-    parser.add_argument("--no-amp", action="store_true", help="full float32 on CUDA (AMP is never used on CPU)")
+    parser.add_argument("--amp", choices=("fp16", "bf16"), default=None,
+                        help="mixed precision on any device: fp16 (float16 autocast + gradient scaler) or bf16 "
+                             "(bfloat16 autocast) (default: fp16 on CUDA, float32 on CPU)")
+    parser.add_argument("--no-amp", action="store_true", help="full float32 on CUDA too")
     parser.add_argument("--name", default=None, help="run folder name under --project (default <data>-<model>-"
                                                      "freeze<N>; never overwritten: name2, name3 …)")
     parser.add_argument("--project", default="runs/train", help="folder of the run folders")
@@ -269,6 +272,8 @@ def parse_train_args(argv: Sequence[str] | None, parser: argparse.ArgumentParser
         if args.weights:
             parser.error(f"--model {args.model} is a checkpoint and --weights {args.weights} another; give one")
         args.model, args.weights = None, args.model
+    if args.amp and args.no_amp:
+        parser.error(f"--amp {args.amp} and --no-amp contradict each other; give one")
     if args.cache_dtype and not args.cache_frozen:
         parser.error(f"--cache-dtype {args.cache_dtype} applies with --cache-frozen ram or disk")
     adaptive = len(args.freeze) == 1 and args.freeze[0].lower().startswith("auto")
@@ -276,10 +281,10 @@ def parse_train_args(argv: Sequence[str] | None, parser: argparse.ArgumentParser
              if getattr(args, flag[2:].replace("-", "_")) != parser.get_default(flag[2:].replace("-", "_"))]
     if given and not adaptive:
         parser.error(f"{given[0]} applies with --freeze auto")
-    flags = {k: v for k, v in vars(args).items() if k not in ("resume", "no_amp", "grad_norms", "freeze",
+    flags = {k: v for k, v in vars(args).items() if k not in ("resume", "amp", "no_amp", "grad_norms", "freeze",
                                                               "cache_dtype", "cfg")}
     settings = RunSettings(**flags, freeze=tuple(args.freeze), grad_norms=args.grad_norms == "on",
-                           amp=not args.no_amp, cache_dtype=args.cache_dtype or "fp32")
+                           amp=args.amp or not args.no_amp, cache_dtype=args.cache_dtype or "fp32")
     try:
         cfg = settings.config()
     except ValueError as error:
@@ -381,7 +386,7 @@ def new_trainer(settings: RunSettings, dist: Distributed, say: Say = lambda _: N
               "world_size": dist.world_size}
     say(f"model: {origin}\n{format_audit(plan.audit(model))}")
     return Trainer(model, info, cfg, run_dir, plan, device_name, settings.workers, settings.cache_images,
-                   amp=None if settings.amp else False, settings=record, progress=sys.stderr.isatty(),
+                   amp=settings.amp, settings=record, progress=sys.stderr.isatty(),
                    grad_norms=settings.grad_norms, cache_frozen=settings.cache_frozen,
                    cache_dtype=settings.cache_dtype)
 
@@ -413,7 +418,7 @@ def resumed_trainer(run_dir: str | Path, dist: Distributed, device_name: str | N
     plan = FreezePlan.from_dict(record["plan"])
     say(f"resuming {run_dir} after epoch {state['epoch']} of {cfg.epochs}\n{plan.at(state['epoch']).describe(model)}")
     trainer = Trainer(model, info, cfg, run_dir, plan, settings.device, settings.workers, settings.cache_images,
-                      amp=None if settings.amp else False, settings=record, progress=sys.stderr.isatty(),
+                      amp=settings.amp, settings=record, progress=sys.stderr.isatty(),
                       grad_norms=settings.grad_norms, cache_frozen=settings.cache_frozen,
                       cache_dtype=settings.cache_dtype)
     trainer.restore(ckpt)

@@ -119,6 +119,21 @@ class Distributed:
         return bool(value.item())
 
 
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def amp_dtype(amp: bool | str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of mixed precision on ``device``, or None (float32): ``"fp16"`` / ``"bf16"`` on any
+    device; None or True: float16 on CUDA only (the default); False or ``"off"``: None."""
+    if amp is None or amp is True:
+        return torch.float16 if device.type == "cuda" else None
+    if amp is False or amp == "off":
+        return None
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"mixed precision {amp!r}: choose from {', '.join(AMP_DTYPES)} or off")
+    return AMP_DTYPES[amp]
+
+
 @dataclass
 class TrainSummary:
     """What a finished run reports: where its files are, its best epoch and that epoch's evaluation."""
@@ -181,7 +196,9 @@ class Trainer:
         device: where to train; under ``torchrun`` on CUDA each process uses its local rank's GPU.
         workers: data-loader worker processes per training process.
         cache_images: keep the decoded, resized training images in RAM (``--cache``; not the frozen-prefix cache).
-        amp: mixed precision (float16 autocast and a gradient scaler); default: on CUDA only.
+        amp: mixed precision (:func:`amp_dtype`): ``"fp16"`` (float16 autocast and a gradient scaler) or
+            ``"bf16"`` (bfloat16 autocast, no scaler) on any device; None or True: fp16 on CUDA, none elsewhere;
+            False or ``"off"``: none.
         settings: what ``args.yaml`` and the checkpoints record about the run besides ``cfg`` (data, model,
             weights, freeze …): what a resume needs to rebuild it.
         progress: show tqdm bars.
@@ -197,7 +214,7 @@ class Trainer:
 
     def __init__(self, model: YOLO, data: DatasetInfo, cfg: TrainConfig, run_dir: str | Path,
                  plan: FreezePlan | None = None, device: str | torch.device = "cpu", workers: int = 2,
-                 cache_images: bool = False, amp: bool | None = None, settings: dict | None = None,
+                 cache_images: bool = False, amp: bool | str | None = None, settings: dict | None = None,
                  progress: bool = True, grad_norms: bool = True, cache_frozen: str | None = None,
                  cache_dtype: str = "fp32") -> None:
         for split in ("train", "val"):
@@ -214,15 +231,14 @@ class Trainer:
         self.freeze_plan = plan or FreezePlan.prefix(0, model)  # the whole plan; self.plan: the current phase's
         self.freeze_plan.check_schedule(cfg.epochs)
         self.plan = self.freeze_plan.at(0)
-        self.amp = self.device.type == "cuda" if amp is None else amp
-        if self.amp and self.device.type != "cuda":
-            raise ValueError("mixed precision (AMP) needs a CUDA device")
+        self.amp_dtype = amp_dtype(amp, self.device)
+        self.amp = self.amp_dtype is not None
         self.settings = dict(settings or {})
         self.workers, self.progress = workers, progress and self.dist.main
         self.model = self.plan.apply(model).to(self.device)
         self.criterion = build_loss(self.model, cfg.to_dict())
         self.optimizer = build_optimizer(self.model, cfg, self.plan.trainable, self.freeze_plan.lr_split())
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.model)
         self.start_epoch, self.last_step = 0, -1
         self.saved_epochs = 0  # the epochs last.pt holds
@@ -350,7 +366,7 @@ class Trainer:
                 continue
             parts = self.train_step(batch, epoch, i)
             if step_due(iteration, self.last_step, accumulate):
-                optimizer_step(self.model, self.optimizer, self.ema, self.scaler if self.amp else None,
+                optimizer_step(self.model, self.optimizer, self.ema, self.scaler if self.scaler.is_enabled() else None,
                                self.gradient_observer(epoch, iteration))
                 self.last_step = iteration
             self.position = (epoch, i)
@@ -415,7 +431,7 @@ class Trainer:
         """Forward and backward of one batch (gradients accumulate until the next optimiser step): from the images,
         or with the frozen-prefix cache from the cached outputs of the frozen blocks (the model runs from the first
         trainable block on)."""
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else nullcontext()
         with autocast:
             if isinstance(batch, FeatureBatch):
                 outputs = self.network(batch.prefix(self.device))
@@ -529,7 +545,7 @@ class Trainer:
         datasets = {**split_datasets(self.model, self.data.splits, self.cfg.imgsz, self.cfg.val_batch),
                     "train": self.loader.dataset}
         return phase_caches(self.model, self.plan, datasets, {"train": self.loader.batch_size, "val": self.cfg.val_batch},
-                            self.cache_mode, self.cache_dtype, self.run_dir, self.workers, self.amp)
+                            self.cache_mode, self.cache_dtype, self.run_dir, self.workers, self.amp_dtype)
 
     def epoch_batches(self) -> Iterable[Batch | FeatureBatch]:
         """This epoch's training batches (after ``sampler.set_epoch``): images, or with the frozen-prefix cache the
