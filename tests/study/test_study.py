@@ -91,6 +91,22 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, tiny, tmp_path, capsys)
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("weights, message", [
+    (None, "the start weights of tiny-yolov8n-fr2 and 1 other runs cannot be had: could not download "
+           "http://127.0.0.1:9/yolov8n.pt"),
+    ("/no/such/start.pt", "the start weights of tiny-yolov8n-fr2 and 1 other runs, /no/such/start.pt, do not exist")])
+def test_start_weights_that_cannot_be_had_stop_the_study_before_any_run(weights, message, tiny, tmp_path,
+                                                                       monkeypatch, capsys):
+    monkeypatch.setenv("YOLOFREEZE_WEIGHTS", str(tmp_path / "empty-cache"))  # offline, nothing cached
+    monkeypatch.setenv("YOLOFREEZE_WEIGHTS_URL", "http://127.0.0.1:9")  # nothing listens there
+    given = ["--weights", weights] if weights else []
+    assert study_main(["--data", str(tiny[0]), "--strategies", "scratch,fr2,none", *given, "--project",
+                       str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()  # no study folder, no run started
+
+
 def _study(tiny, cwd: Path) -> list[str]:
     data, weights = tiny
     return [sys.executable, "-m", "yolofreeze.study", "--data", str(data), "--strategies", "scratch,fr2",

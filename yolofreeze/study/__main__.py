@@ -29,8 +29,8 @@ from ..training.optim import build_optimizer
 from ..training.setup import parse_train_args
 from .demo import prepare_demo
 from .report import write_report
-from .runner import (STRATEGIES, StudyRun, dataset_label, flag_given, plan_study, run_status, run_study,
-                     weights_table)
+from .runner import (STRATEGIES, StudyRun, check_start_weights, dataset_label, flag_given, plan_study, run_status,
+                     run_study, weights_table)
 
 
 def seed_list(text: str) -> list[int]:
@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print_dry_run(runs, study_dir, common, resolved)
         return 0
+    if not args.report_only:
+        check_start_weights(runs, study_dir)  # offline with nothing cached: stop here, not in every run
     study_dir.mkdir(parents=True, exist_ok=True)
     print(f"study {study_dir}: {len(runs)} runs ({len(datasets)} datasets x {len(models)} models x "
           f"{len(strategies)} strategies x {len(args.seeds)} seeds)", flush=True)

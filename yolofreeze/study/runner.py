@@ -22,6 +22,7 @@ from queue import Queue
 from ..data.augment import PRESETS as AUGMENT_PRESETS
 from ..freezing.plan import AUTO, PRESETS
 from ..training.setup import TRAIN_MODULE
+from ..weights.releases import RELEASES, download_weights
 
 STRATEGIES = ("scratch", "none", "fr1", "fr2", "fr3")  # the layer-freezing paper's
 SCRATCH = "scratch"
@@ -200,6 +201,29 @@ def run_study(runs: Sequence[StudyRun], study_dir: Path, common: Sequence[str], 
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:
         list(pool.map(work, enumerate(runs, start=1)))
     return codes
+
+
+def check_start_weights(runs: Sequence[StudyRun], study_dir: Path) -> None:
+    """Make sure every start checkpoint of the runs still to train can be had before any run starts: a local file
+    exists, an official one is in the weights cache or is downloaded now. Raises ``FileNotFoundError`` or
+    ``ConnectionError`` with one line naming the model, the runs that need it and what to do."""
+    needed: dict[str, list[str]] = {}
+    for run in runs:
+        if run.weights.lower() != "none" and run_status(study_dir / run.name) != "finished":
+            needed.setdefault(run.weights, []).append(run.name)
+    for weights, names in needed.items():
+        path = Path(weights)
+        which = f"{names[0]}" + (f" and {len(names) - 1} other runs" if len(names) > 1 else "")
+        if path.exists():
+            continue
+        if path.parent == Path(".") and path.suffix in ("", ".pt") and path.stem.lower() in RELEASES:
+            try:
+                download_weights(path.stem.lower())
+            except ConnectionError as error:
+                raise ConnectionError(f"the start weights of {which} cannot be had: {error}; or give "
+                                      f"--weights {path.stem}=PATH") from None
+        else:
+            raise FileNotFoundError(f"the start weights of {which}, {weights}, do not exist")
 
 
 def weights_table(text: str | None, models: Sequence[str]) -> dict[str, str]:
