@@ -101,6 +101,14 @@ class GradNormMonitor:
         return {f"grad_norm/{name}": float(np.mean(values[name])) if values[name] else math.nan
                 for name in (TOTAL, *PARTS)}
 
+    def block_norms(self) -> dict[int, list[float]]:
+        """The held steps' norms per block: block index → one norm per optimiser step, in step order."""
+        norms = defaultdict(list)
+        for _, _, block, _, norm in self.rows:
+            if block != ALL:
+                norms[int(block)].append(norm)
+        return dict(norms)
+
     def flush(self, path: Path) -> None:
         """Append the held rows to ``path`` (header first when new) and forget them."""
         new = not path.is_file()

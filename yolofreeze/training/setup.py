@@ -27,6 +27,8 @@ from ..freezing.cache import DTYPES, MODES, estimate_run_cache
 from ..freezing.plan import BN_MODES, FreezePlan, format_audit
 from ..model import YOLO, build_model, with_class_names
 from ..weights.checkpoints import load_checkpoint, load_model
+from .board import EXTRA as TENSORBOARD_EXTRA
+from .board import tensorboard_available
 from .optim import OPTIMIZERS, TrainConfig, optimizer_name, resolve_auto
 from .runs import new_run_dir
 from .trainer import Distributed, Trainer, seed_everything
@@ -95,6 +97,7 @@ class RunSettings:
     auto_threshold: str = "median"
     auto_warmup: str = "skip"
     grad_norms: bool = True
+    tensorboard: bool | None = None  # None: when the tensorboard package is installed
     epochs: int | None = None
     patience: int | None = None
     batch: int | None = None
@@ -131,6 +134,10 @@ class RunSettings:
     amp: bool | str = True  # True: fp16 on CUDA only; False: off; "fp16" / "bf16": on any device
     name: str | None = None
     project: str = "runs/train"
+
+    def board(self) -> bool:
+        """Whether the run writes TensorBoard event files (``tensorboard``, or when unset whether it can)."""
+        return tensorboard_available() if self.tensorboard is None else self.tensorboard
 
     @property
     def demo(self) -> bool:
@@ -212,6 +219,9 @@ def train_parser(prog: str = "train.py", description: str | None = None) -> argp
                              "on each block's share of the gradient, where the schedule's change cancels)")
     parser.add_argument("--grad-norms", choices=("on", "off"), default="on",
                         help="log per-step gradient L2 norms per block/part/total to grad_norms.csv")
+    parser.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                        help="write the results.csv columns and per-block gradient-norm histograms to TensorBoard "
+                             "event files in the run folder (default: on when tensorboard is installed)")
     parser.add_argument("--epochs", type=positive_int, help=f"epochs (default {RECIPE_DEFAULTS['epochs']}; demo "
                                                             f"{DEMO_DEFAULTS['epochs']})")
     parser.add_argument("--patience", type=non_negative_int,
@@ -272,6 +282,8 @@ def parse_train_args(argv: Sequence[str] | None, parser: argparse.ArgumentParser
         if args.weights:
             parser.error(f"--model {args.model} is a checkpoint and --weights {args.weights} another; give one")
         args.model, args.weights = None, args.model
+    if args.tensorboard and not tensorboard_available():
+        parser.error(f"--tensorboard needs the tensorboard package, which is not installed: {TENSORBOARD_EXTRA}")
     if args.amp and args.no_amp:
         parser.error(f"--amp {args.amp} and --no-amp contradict each other; give one")
     if args.cache_dtype and not args.cache_frozen:
@@ -388,7 +400,7 @@ def new_trainer(settings: RunSettings, dist: Distributed, say: Say = lambda _: N
     return Trainer(model, info, cfg, run_dir, plan, device_name, settings.workers, settings.cache_images,
                    amp=settings.amp, settings=record, progress=sys.stderr.isatty(),
                    grad_norms=settings.grad_norms, cache_frozen=settings.cache_frozen,
-                   cache_dtype=settings.cache_dtype)
+                   cache_dtype=settings.cache_dtype, tensorboard=settings.board())
 
 
 def resumed_trainer(run_dir: str | Path, dist: Distributed, device_name: str | None = None,
@@ -420,6 +432,6 @@ def resumed_trainer(run_dir: str | Path, dist: Distributed, device_name: str | N
     trainer = Trainer(model, info, cfg, run_dir, plan, settings.device, settings.workers, settings.cache_images,
                       amp=settings.amp, settings=record, progress=sys.stderr.isatty(),
                       grad_norms=settings.grad_norms, cache_frozen=settings.cache_frozen,
-                      cache_dtype=settings.cache_dtype)
+                      cache_dtype=settings.cache_dtype, tensorboard=settings.board())
     trainer.restore(ckpt)
     return trainer

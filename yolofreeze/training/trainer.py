@@ -55,6 +55,7 @@ from ..weights.checkpoints import CheckpointWriteError, atomic_torch_save, check
 from .loss import build_loss
 from .optim import (GROUPS, ModelEMA, TrainConfig, apply_schedule, build_optimizer, optimizer_step, regroup, step_due,
                     warmup_iterations)
+from .board import RunBoard
 from .stopping import StopSignals, TrainingInterrupted
 from .runs import append_results, keep_epochs, results_columns, write_args
 
@@ -208,6 +209,7 @@ class Trainer:
             ``<run>/feature_cache`` and are deleted when ``fit`` ends; with ``--unfreeze`` each phase with a frozen
             prefix caches its own prefix's outputs, a phase with nothing frozen trains on images); None: no cache.
         cache_dtype: ``"fp32"`` or ``"fp16"``: how the cached outputs are stored.
+        tensorboard: write each epoch to TensorBoard event files in the run folder (:mod:`.board`; rank 0).
 
     Raises CacheNotApplicable (the plan's frozen outputs are not fixed) or CacheTooLarge with ``cache_frozen``.
     """
@@ -216,7 +218,7 @@ class Trainer:
                  plan: FreezePlan | None = None, device: str | torch.device = "cpu", workers: int = 2,
                  cache_images: bool = False, amp: bool | str | None = None, settings: dict | None = None,
                  progress: bool = True, grad_norms: bool = True, cache_frozen: str | None = None,
-                 cache_dtype: str = "fp32") -> None:
+                 cache_dtype: str = "fp32", tensorboard: bool = False) -> None:
         for split in ("train", "val"):
             if not data.splits.get(split):
                 raise ValueError(f"dataset {data.root} has no {split} images")
@@ -264,6 +266,7 @@ class Trainer:
                                                      self.cfg.val_batch, cache_frozen, cache_dtype, self.run_dir)
         self.feature_caches = self._feature_caches()
         self.grad_norms = GradNormMonitor(self.model) if grad_norms and self.dist.main else None
+        self.board = RunBoard(self.run_dir) if tensorboard and self.dist.main else None
         rule = self.freeze_plan.auto  # adaptive freezing: rank 0 sums the gradients and decides, all apply
         self.intervals = GradientIntervals(self.model, rule) if rule and self.dist.main else None
         self.network = self._wrap()
@@ -313,6 +316,9 @@ class Trainer:
                 # the signal reached the data-loader workers too (a scheduler signals every process): the loader
                 # failed before the next step boundary
                 raise self.interrupted() from None
+            finally:
+                if self.board is not None:
+                    self.board.close()
 
     def _fit(self) -> TrainSummary:
         """The loop of :meth:`fit`."""
@@ -336,6 +342,8 @@ class Trainer:
                 if improved:
                     self.best_fitness, self.best_epoch, self.best_result = fitness(result), epoch + 1, result
                 row = self.results_row(row, result)
+                if self.board is not None:
+                    self.board.epoch(epoch + 1, row, self.grad_norms.block_norms() if self.grad_norms else {})
                 self.save_epoch(epoch, row, result if improved else None)
                 self.log_epoch(epoch, row, result, improved)
                 stop = self.cfg.patience > 0 and epoch + 1 - self.best_epoch >= self.cfg.patience
