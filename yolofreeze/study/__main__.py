@@ -2,7 +2,8 @@
 
     python -m yolofreeze.study --models yolov8n,yolov10n --data insplad --strategies scratch,none,fr1,fr2,fr3 \\
         --epochs 1000 --patience 50 --seeds 0,1,2 [--name NAME] [--dry-run] [--devices 0,1,2,3] [--cam N] [--export int8 [--calib 200]] \\
-        [trainer flags …]
+        [--launcher slurm --slurm-partition gpu --gpus-per-run 1 --timeout-min 1440] [trainer flags …]
+    python -m yolofreeze.study --status runs/study/NAME
 
 Strategies are the paper's: ``scratch`` (random initialisation, nothing frozen), ``none`` (fine-tune everything
 from the pretrained weights), ``fr1`` / ``fr2`` / ``fr3`` / ``backbone`` (``--freeze`` presets) — or any other
@@ -28,6 +29,7 @@ from ..training.loss import build_loss
 from ..training.optim import build_optimizer
 from ..training.setup import parse_train_args
 from .demo import prepare_demo
+from .launch import SlurmOptions, check_slurm, format_states, read_plan, run_states, submit_runs, write_plan
 from .report import write_report
 from .runner import (STRATEGIES, StudyRun, check_start_weights, dataset_label, flag_given, plan_study, run_status,
                      run_study, weights_table)
@@ -65,8 +67,23 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--project", default="runs/study", help="folder of the study folders")
     parser.add_argument("--devices", default=None,
                         help="GPU ids, e.g. 0,1,2,3: one run per GPU (group) at a time; default one run at a time")
-    parser.add_argument("--gpus-per-run", type=positive_int, default=1,
-                        help="GPUs per run with --devices (more than 1: each run is a torchrun job)")
+    parser.add_argument("--gpus-per-run", type=non_negative_int, default=1,
+                        help="GPUs per run with --devices or --launcher slurm (more than 1: each run is a torchrun "
+                             "job; 0 with slurm: CPU-only tasks)")
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                        help="local: train here (one run at a time, or one per GPU group with --devices); slurm: "
+                             "submit every unfinished run as one Slurm job array (submitit), then follow with "
+                             "--status")
+    parser.add_argument("--slurm-partition", default=None, help="Slurm partition of the tasks")
+    parser.add_argument("--timeout-min", type=positive_int, default=1440,
+                        help="Slurm time limit per task in minutes; a task that reaches it (or is preempted) is "
+                             "requeued and resumes from last.pt")
+    parser.add_argument("--slurm-array-parallelism", type=positive_int, default=256,
+                        help="at most this many tasks of the array run at once")
+    parser.add_argument("--cpus-per-run", type=positive_int, default=None, help="Slurm CPUs per task")
+    parser.add_argument("--status", type=Path, default=None, metavar="STUDY_DIR",
+                        help="print each run's state (queued, running, finished, failed, stopped) and redraw the "
+                             "report from the finished runs; trains nothing")
     parser.add_argument("--augment", default="none",
                         help="comma-separated augmentation presets, a study axis: none (the paper's protocol), light, "
                              "default (the reference's); augmented runs are named …-aug (default) or …-aug-light, "
@@ -93,12 +110,16 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                          f"--seeds")
     if passthrough and not passthrough[0].startswith("--"):
         parser.error(f"unexpected argument {passthrough[0]!r}")
+    if args.gpus_per_run == 0 and args.launcher != "slurm":
+        parser.error("--gpus-per-run 0 applies with --launcher slurm")
     devices = [d for d in (args.devices or "").split(",") if d]
     if devices and len(devices) % args.gpus_per_run:
         parser.error(f"--devices {args.devices}: {len(devices)} GPUs do not split into groups of "
                      f"{args.gpus_per_run}")
-    if not args.data and not args.demo:
-        parser.error("give --data (one or more datasets), or --demo")
+    if not args.data and not args.demo and not args.status:
+        parser.error("give --data (one or more datasets), or --demo (or --status STUDY_DIR)")
+    if args.launcher == "slurm" and (devices or args.demo):
+        parser.error("--launcher slurm places the runs itself: leave out " + ("--devices" if devices else "--demo"))
     args.devices = devices
     return args, passthrough
 
@@ -138,10 +159,27 @@ def print_dry_run(runs: Sequence[StudyRun], study_dir: Path, common: list[str],
         del model, phases
 
 
+def print_status(study_dir: Path, say) -> int:
+    """``--status``: each run's state, then the report redrawn from the finished runs."""
+    runs, _, cam, calib = read_plan(study_dir)
+    states = run_states(study_dir, runs)
+    print(format_states(states))
+    report = write_report(runs, study_dir, cam, calib, say)
+    finished = sum(s.state == "finished" for s in states)
+    print(f"\nreport: {study_dir / 'study.md'} ({finished} of {len(runs)} runs finished"
+          + (f"; {len(runs) - finished} still missing)" if finished < len(runs) else ")")
+          + f", plots: {', '.join(p.name for p in report.plots)}")
+    return 0
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args, passthrough = parse_args(argv)
     say = partial(print, flush=True)
+    if args.status:
+        return print_status(args.status, say)
+    if args.launcher == "slurm":
+        check_slurm()  # submitit and sbatch, before anything is prepared
     if args.demo:
         args, passthrough = prepare_demo(args, passthrough, say)
     models, datasets = (args.models or "yolov8n").split(","), args.data.split(",")
@@ -162,8 +200,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         check_start_weights(runs, study_dir)  # offline with nothing cached: stop here, not in every run
     study_dir.mkdir(parents=True, exist_ok=True)
+    write_plan(study_dir, runs, common, args.cam or 0, args.calib if args.export else None)
     print(f"study {study_dir}: {len(runs)} runs ({len(datasets)} datasets x {len(models)} models x "
           f"{len(strategies)} strategies x {len(args.seeds)} seeds)", flush=True)
+    if args.launcher == "slurm" and not args.report_only:
+        options = SlurmOptions(args.slurm_partition, args.gpus_per_run, args.cpus_per_run, args.timeout_min,
+                               args.slurm_array_parallelism)
+        jobs = submit_runs(runs, study_dir, common, options)
+        print(f"submitted {len(jobs)} runs" + (f" as Slurm job array {jobs[0].job_id.split('_')[0]}" if jobs else
+                                               " (every run is finished or running)")
+              + f"; follow with: python -m yolofreeze.study --status {study_dir}")
+        return 0
     codes = {} if args.report_only else run_study(runs, study_dir, common, args.devices, args.gpus_per_run, say)
     report = write_report(runs, study_dir, args.cam or 0, args.calib if args.export else None, say)
     print(report.markdown)

@@ -216,6 +216,10 @@ def format_markdown(rows: list[dict], study_dir: Path) -> str:
              "Frozen blocks and trainable parameters at the end of training; auto: the prefix it ended with, and "
              "when each prefix froze (0-3@6: blocks 0-3 frozen from epoch 6).",
              ""]
+    missing = sum(r["status"] != "finished" for r in rows)
+    if missing:
+        lines += [f"**{missing} of {len(rows)} runs are still missing** (not finished: their rows are empty; "
+                  f"`python -m yolofreeze.study --status {study_dir}` says where each one is).", ""]
     for dataset, model, augment, group in groups(rows):
         seeds = list(dict.fromkeys(r["seed"] for r in group))
         lines += [f"## {group_title(dataset, model, augment)}", ""]

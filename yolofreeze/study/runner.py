@@ -23,6 +23,7 @@ from ..data.augment import PRESETS as AUGMENT_PRESETS
 from ..freezing.plan import AUTO, PRESETS
 from ..training.setup import TRAIN_MODULE
 from ..weights.releases import RELEASES, download_weights
+from .ledger import RunLocked, owner, record_state, run_lock
 
 STRATEGIES = ("scratch", "none", "fr1", "fr2", "fr3")  # the layer-freezing paper's
 SCRATCH = "scratch"
@@ -145,8 +146,17 @@ def run_one(run: StudyRun, study_dir: Path, common: Sequence[str], devices: Sequ
     seconds)``. Its output goes to ``<study>/logs/<name>.log``.
 
     ``devices``: GPU ids for this run (``CUDA_VISIBLE_DEVICES``); several make it a ``torchrun`` job with one
-    process per GPU. A folder without ``last.pt`` holds no finished epoch and is started over.
+    process per GPU. A folder without ``last.pt`` holds no finished epoch and is started over. The run's lock is
+    held meanwhile (:func:`~yolofreeze.study.ledger.run_lock`: ``RunLocked`` when another process trains it) and
+    its state recorded (running, then finished or failed with the exit code).
     """
+    with run_lock(study_dir, run.name):  # RunLocked when another process trains it now
+        return _train(run, study_dir, common, devices, python)
+
+
+def _train(run: StudyRun, study_dir: Path, common: Sequence[str], devices: Sequence[str], python: str
+           ) -> tuple[str, int, float]:
+    """:func:`run_one` with the run's lock held; records the run's state in the ledger."""
     run_dir = study_dir / run.name
     status = run_status(run_dir)
     if status == "finished":
@@ -164,10 +174,12 @@ def run_one(run: StudyRun, study_dir: Path, common: Sequence[str], devices: Sequ
     log = study_dir / "logs" / f"{run.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    record_state(study_dir, run.name, "running", by=owner(), log=str(log))
     with open(log, "a", encoding="utf-8") as out:
         out.write(f"$ {' '.join(launcher + argv)}\n")
         out.flush()
         code = subprocess.run(launcher + argv, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    record_state(study_dir, run.name, "finished" if code == 0 else "failed", exit_code=code, log=str(log))
     return status, code, time.perf_counter() - started
 
 
@@ -189,7 +201,11 @@ def run_study(runs: Sequence[StudyRun], study_dir: Path, common: Sequence[str], 
             where = f" on GPU {','.join(group)}" if group else ""
             if run_status(study_dir / run.name) != "finished":
                 say(f"[{number}/{len(runs)}] {run.name}: training{where} (log: {study_dir / 'logs'}/{run.name}.log)")
-            status, code, seconds = run_one(run, study_dir, common, group)
+            try:
+                status, code, seconds = run_one(run, study_dir, common, group)
+            except RunLocked as busy:
+                say(f"[{number}/{len(runs)}] {busy}: skipped here")
+                return
             codes[run.name] = code
             verb = {"finished": "already finished, skipped", "resume": "resumed and finished",
                     "new": "finished"}[status]
