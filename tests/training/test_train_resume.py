@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,6 +103,37 @@ def test_torchrun_two_cpu_processes_train_with_rank0_files(demo_data, tmp_path):
     assert last["train"]["batches_per_epoch"] == 6
     rows = read_results(tmp_path / "runs" / "train" / "ddp" / "results.csv")
     assert rows["epoch"] == [1.0, 2.0] and all(v == v and v > 0 for v in rows["train/box_loss"])
+
+
+def test_torchrun_with_c10d_rendezvous_stops_on_sigterm_and_resumes_under_torchrun(demo_data, tmp_path):
+    """What a multi-node run uses (``--rdzv-backend c10d``; one node here): SIGTERM to every process, as a scheduler
+    sends it, stops both ranks at the same step boundary; ``--resume`` under torchrun finishes the run."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", str(ROOT / "train.py")]
+    run_dir = tmp_path / "runs" / "train" / "c10d"
+    process = subprocess.Popen([*torchrun, "--data", str(demo_data), *RECIPE[:2], "--epochs", "3", *RECIPE[4:],
+                                "--imgsz", "64", "--device", "cpu", "--name", "c10d"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (run_dir / "weights" / "last.pt").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert "stopped: SIGTERM: stopped in epoch" in err and "continue with: python train.py --resume" in err, err[-3000:]
+    held = torch.load(run_dir / "weights" / "last.pt", weights_only=True)["train"]["epoch"]
+    assert 1 <= held < 3
+    resumed = subprocess.run([*torchrun[:-1], "--rdzv-endpoint", f"127.0.0.1:{port}", str(ROOT / "train.py"),
+                              "--resume", str(run_dir)], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"after epoch {held} of 3" in resumed.stdout
+    last = torch.load(run_dir / "weights" / "last.pt", weights_only=True)["train"]
+    assert last["epoch"] == 3 and last["settings"]["world_size"] == 2
+    assert read_results(run_dir / "results.csv")["epoch"] == [float(e) for e in range(1, 4)]
 
 
 def test_a_kill_right_after_last_pt_never_loses_best_pt(demo_data, tmp_path):
