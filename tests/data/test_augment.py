@@ -13,7 +13,7 @@ from oracle import ultralytics
 from yolofreeze.data import DetectionDataset, build_dataloader, read_yolo, write_demo_dataset
 from yolofreeze.data.augment import (PRESETS, AugmentSettings, affine_matrix, augment, box_candidates, flip_lr, hsv,
                                      hsv_gains, mosaic, sample_rng, warp, warp_boxes)
-from yolofreeze.data.loader import load_image
+from yolofreeze.data.loader import EpochStamped, load_image
 
 
 @pytest.fixture(scope="module")
@@ -219,8 +219,12 @@ def test_default_augmentation_places_and_scales_boxes_as_the_reference_does(smal
     size, draws = 64, 2000
     records = read_yolo(small_demo).splits["train"]
     dataset = DetectionDataset(records, imgsz=size, augment=PRESETS["default"], epochs=10**6)
-    ours = [dataset[epoch * len(records) + k].targets for epoch in range(draws // len(records))
-            for k in range(len(records))]
+    sampler = DistributedSampler(range(len(records)), num_replicas=1, rank=0, shuffle=True, seed=0)
+    items = EpochStamped(sampler, batch_size=4)  # as the loader addresses them: partners from the item's batch
+    ours = []
+    for epoch in range(draws // len(records)):
+        sampler.set_epoch(epoch)
+        ours += [dataset[item].targets for item in items]
     items = []
     for record in records:
         resized, _ = load_image(record.path, size)
@@ -243,6 +247,28 @@ def test_default_augmentation_places_and_scales_boxes_as_the_reference_does(smal
     for column, name in enumerate(("centre x", "centre y", "width", "height")):
         assert _ks(ours_boxes[:, column], theirs_boxes[:, column]) < 0.07, name
     assert _ks(np.array([len(t) for t in ours], float), np.array([len(t) for t in theirs], float)) < 0.07
+
+
+def test_in_the_loader_mosaic_partners_come_from_the_items_batch(small_demo, monkeypatch):
+    import yolofreeze.data.loader as loader
+
+    records = read_yolo(small_demo).splits["train"]
+    dataset = DetectionDataset(records, imgsz=64, augment=AugmentSettings(mosaic=1.0, close_mosaic=0), epochs=10)
+    sampler = DistributedSampler(range(len(records)), num_replicas=1, rank=0, shuffle=True, seed=3)
+    seen = []
+    real = loader.mosaic
+
+    def recording(images, boxes, centre, size):
+        seen.append([next(k for k, r in enumerate(records) if dataset._load(k) is image) for image in images])
+        return real(images, boxes, centre, size)
+
+    monkeypatch.setattr(loader, "mosaic", recording)
+    items = list(EpochStamped(sampler, batch_size=3))
+    assert [item.batch for item in items[:4]] == [items[0].batch] * 3 + [items[3].batch]
+    assert len(items[-1].batch) == len(records) % 3  # the last, partial batch
+    for item in items:
+        dataset[item]
+        assert seen[-1][0] == item.index and set(seen[-1][1:]) <= set(item.batch)
 
 
 def test_mosaic_stops_for_the_last_close_mosaic_epochs_and_boxes_stay_inside(small_demo):

@@ -12,7 +12,8 @@ resumed run continues the same stream.
   ``[-1, 1] * (hsv_h, hsv_s, hsv_v)``.
 - :func:`flip_lr`: the mirror image and its boxes.
 - :func:`mosaic`: four resized images around a centre on a ``2s x 2s`` grey canvas (the image itself top left, then
-  three others drawn from the whole dataset; the reference draws them from a buffer of recently loaded images),
+  three others: the loader draws them from the images of the same batch; the reference from a buffer of recently
+  loaded images),
   boxes shifted with them, clipped to the canvas, empty ones dropped.
 - :func:`affine_matrix` / :func:`warp` / :func:`warp_boxes`: about the input's centre, rotate by ``angle`` degrees
   and scale by ``scale``, then move the centre to ``(tx, ty)`` of an ``s x s`` output (``tx, ty`` drawn in

@@ -245,7 +245,8 @@ class DetectionDataset(Dataset):
         cache_images: decode and resize every image once up front into RAM (uint8 arrays), shared with workers.
         augment: augmentation of the letterboxed image (:mod:`yolofreeze.data.augment`), or None. Its draws come
             from :func:`~yolofreeze.data.augment.sample_rng` of ``seed``, the epoch and the record: items are then
-            addressed as ``epoch * len(dataset) + position`` (:class:`EpochStamped` does it for a sampler).
+            :class:`Item` s (:class:`EpochStamped` makes them from a sampler: mosaic partners come from the item's
+            batch) or ``epoch * len(dataset) + position`` (partners from the whole dataset).
         seed: the run's seed, for ``augment``.
         epochs: the run's length, for ``augment``'s ``close_mosaic``.
     """
@@ -355,17 +356,23 @@ class DetectionDataset(Dataset):
         """Number of records."""
         return len(self.records)
 
-    def __getitem__(self, item: int) -> Sample | LoadFailure:
-        """Item ``item`` (a position in the rect order when ``rect``; with ``augment``, ``epoch * len + position``):
-        a ``Sample``, or a ``LoadFailure``."""
-        epoch, item = divmod(int(item), len(self.records)) if self.augment is not None else (0, item)
-        index = int(self.order[item])
+    def __getitem__(self, item: int | Item) -> Sample | LoadFailure:
+        """Item ``item``: a position in the rect order when ``rect``; with ``augment`` an :class:`Item` (mosaic
+        partners from its batch) or ``epoch * len + position`` (partners from the whole dataset). A ``Sample``, or
+        a ``LoadFailure``."""
+        pool = None
+        if isinstance(item, Item):
+            epoch, index, pool = item
+            item = index  # the square order is the records' own
+        else:
+            epoch, item = divmod(int(item), len(self.records)) if self.augment is not None else (0, item)
+            index = int(self.order[item])
         try:
             resized = self._load(index)
         except IMAGE_ERRORS as error:
             log.warning("unreadable image %s left out of its batch: %s", self.records[index].path, error)
             return LoadFailure(index, str(error))
-        return self._sample(index, resized, tuple(int(s) for s in self.shapes[item]), epoch)
+        return self._sample(index, resized, tuple(int(s) for s in self.shapes[item]), epoch, pool)
 
     def _resized_boxes(self, index: int, resized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Record ``index``'s boxes ``(N, 4)`` xyxy in the pixels of its ``resized`` image, and classes ``(N,)``
@@ -375,16 +382,19 @@ class DetectionDataset(Dataset):
         scale = np.array([resized.shape[1] / record.width, resized.shape[0] / record.height] * 2, np.float32)
         return record.boxes[keep] * scale, record.classes[keep]
 
-    def _recomposed(self, index: int, resized: np.ndarray, epoch: int) -> Sample:
+    def _recomposed(self, index: int, resized: np.ndarray, epoch: int, pool: tuple[int, ...] | None = None
+                    ) -> Sample:
         """Record ``index`` through the geometric augmentation (``epoch``'s draws): mosaic with three other images
-        (when on; skipped when one of them cannot be read), the affine warp to ``imgsz x imgsz``, then colour and
-        flip. Its ``meta`` describes the resize only (the warp is the augmentation's)."""
+        drawn from ``pool`` (record indices; None: the whole dataset) when on (skipped when one of them cannot be
+        read), the affine warp to ``imgsz x imgsz``, then colour and flip. Its ``meta`` describes the resize only
+        (the warp is the augmentation's)."""
         settings, size = self.augment, self.imgsz
         rng = sample_rng(self.seed, epoch, index)
         boxes, classes = self._resized_boxes(index, resized)
         image = resized
         if settings.mosaic_on(epoch, self.epochs) and rng.uniform() < settings.mosaic:
-            partners = [int(j) for j in rng.integers(0, len(self.records), 3)]
+            drawn = rng.integers(0, len(pool) if pool else len(self.records), 3)
+            partners = [int(pool[j]) if pool else int(j) for j in drawn]
             yc, xc = (int(rng.uniform(size / 2, 3 * size / 2)) for _ in range(2))
             try:
                 loaded = [self._load(j) for j in partners]
@@ -403,11 +413,13 @@ class DetectionDataset(Dataset):
                       _targets(boxes, classes[keep], size, size), ImageMeta(index, (record.height, record.width),
                                                                              ratio, (0, 0)))
 
-    def _sample(self, index: int, resized: np.ndarray, shape: tuple[int, int], epoch: int = 0) -> Sample:
+    def _sample(self, index: int, resized: np.ndarray, shape: tuple[int, int], epoch: int = 0,
+                pool: tuple[int, ...] | None = None) -> Sample:
         """Letterbox the resized image of record ``index`` to ``shape`` (never enlarged), augment it (``epoch``'s
-        draws; geometric augmentation recomposes the image instead, :meth:`_recomposed`) and build its targets."""
+        draws; geometric augmentation recomposes the image instead, :meth:`_recomposed`, with mosaic partners from
+        ``pool``) and build its targets."""
         if self.augment is not None and self.augment.geometric:
-            return self._recomposed(index, resized, epoch)
+            return self._recomposed(index, resized, epoch, pool)
         record = self.records[index]
         orig_hw = (record.height, record.width)
         image, ratio, (left, top) = letterbox_from_original(resized, orig_hw, self.imgsz, shape, scaleup=False,
@@ -469,17 +481,30 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-class EpochStamped(Sampler):
-    """``sampler``'s positions stamped with its epoch (``epoch * size + position``), for a dataset whose items
-    depend on the epoch (augmentation). The epoch is the wrapped sampler's ``epoch`` (``DistributedSampler``:
-    ``set_epoch``), read when an epoch's iteration starts."""
+class Item(NamedTuple):
+    """An augmented training item: record ``index`` in ``epoch``, loaded in a batch with the records ``batch``,
+    among which its mosaic partners are drawn (images a loader worker decodes for that batch anyway)."""
 
-    def __init__(self, sampler: Sampler, size: int):
-        self.sampler, self.size = sampler, size
+    epoch: int
+    index: int
+    batch: tuple[int, ...]
+
+
+class EpochStamped(Sampler):
+    """``sampler``'s record indices as :class:`Item` s: stamped with its epoch (the wrapped sampler's ``epoch``,
+    ``DistributedSampler.set_epoch``, read when an epoch's iteration starts) and with the indices of the batch of
+    ``batch_size`` each falls in (consecutive indices, as the loader batches them), for a dataset whose items
+    depend on both (augmentation)."""
+
+    def __init__(self, sampler: Sampler, batch_size: int):
+        self.sampler, self.batch_size = sampler, batch_size
 
     def __iter__(self):
-        offset = int(getattr(self.sampler, "epoch", 0)) * self.size
-        return (offset + int(position) for position in self.sampler)
+        epoch = int(getattr(self.sampler, "epoch", 0))
+        indices = [int(i) for i in self.sampler]
+        for start in range(0, len(indices), self.batch_size):
+            batch = tuple(indices[start:start + self.batch_size])
+            yield from (Item(epoch, index, batch) for index in batch)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -522,7 +547,7 @@ def build_dataloader(records: Sequence[ImageRecord], imgsz: int = 640, batch: in
     if dataset.augment is not None:
         if sampler is None or not hasattr(sampler, "epoch"):
             raise ValueError("augmentation needs a sampler with an epoch (DistributedSampler and set_epoch)")
-        sampler = EpochStamped(sampler, len(dataset))
+        sampler = EpochStamped(sampler, batch)
     return DataLoader(dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers,
                       collate_fn=collate,
                       pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
