@@ -53,6 +53,17 @@ def test_results_csv_has_the_reference_columns_then_ours(tmp_path):
         append_results(path, {**epoch_row(3), "lr/backbone": 0.1})
 
 
+def test_a_results_csv_of_an_older_version_gains_the_new_standard_columns_when_a_run_resumes(tmp_path):
+    path = tmp_path / "results.csv"
+    old_columns = [c for c in RESULTS_COLUMNS if c != "data_wait_seconds"]  # before the column existed
+    path.write_text(",".join(old_columns) + "\n" + ",".join(["1"] + ["0.5"] * (len(old_columns) - 1)) + "\n")
+    append_results(path, {**epoch_row(2), "data_wait_seconds": 0.25})
+    back = read_results(path)
+    assert list(back) == list(RESULTS_COLUMNS) and back["epoch"] == [1.0, 2.0]
+    assert math.isnan(back["data_wait_seconds"][0]) and back["data_wait_seconds"][1] == 0.25
+    assert back["train/box_loss"][0] == 0.5
+
+
 def test_run_specific_columns_follow_ours(tmp_path):
     path = tmp_path / "results.csv"
     for epoch in range(2):

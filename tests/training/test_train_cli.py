@@ -65,7 +65,7 @@ def test_results_csv_has_the_reference_columns_then_ours(demo_run):
         "metrics/mAP50(B)", "metrics/mAP50-95(B)", "val/box_loss", "val/cls_loss", "val/dfl_loss", "lr/pg0",
         "lr/pg1", "lr/pg2", "epoch_seconds", "memory/peak_rss_mb", "memory/cuda_allocated_mb",
         "memory/cuda_reserved_mb", "grad_norm/total", "grad_norm/backbone", "grad_norm/neck", "grad_norm/head",
-        "frozen_blocks"]
+        "frozen_blocks", "data_wait_seconds"]
     assert list(RESULTS_COLUMNS) == header
     results = read_results(run / "results.csv")
     assert results["epoch"] == [1.0, 2.0]
@@ -331,3 +331,21 @@ def test_help_shows_each_default_once_and_as_typed(capsys):
     out = capsys.readouterr().out
     assert "(default: ['0'])" not in out and "(default: 0)" in out
     assert "(default on)" not in out and out.count("(default: on)") == 1
+
+
+def test_data_wait_seconds_counts_the_time_the_loop_waits_for_batches(demo_data, tmp_path, monkeypatch):
+    import time
+
+    from yolofreeze.data.loader import DetectionDataset
+
+    load = DetectionDataset._load
+
+    def slow(self, index):
+        time.sleep(0.02)
+        return load(self, index)
+
+    monkeypatch.setattr(DetectionDataset, "_load", slow)  # 48 training images: at least 0.96 s of waiting
+    assert train_cli.main(["--data", str(demo_data), "--weights", "none", "--epochs", "1", "--grad-norms", "off",
+                           "--project", str(tmp_path), "--name", "wait", *TINY]) == 0
+    results = read_results(tmp_path / "wait" / "results.csv")
+    assert 0.96 <= results["data_wait_seconds"][0] < results["epoch_seconds"][0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -22,9 +23,11 @@ REFERENCE_COLUMNS = (
 # Ours, after them: wall time of the epoch; peak memory in MiB (the process's resident set on any device; CUDA
 # allocated and reserved, reset each epoch, NaN without CUDA); the mean over the epoch's optimiser steps of the
 # gradient L2 norm of the whole model and of each part (NaN with --grad-norms off); how many blocks were frozen
-# during the epoch (it changes with --unfreeze and --freeze auto).
+# during the epoch (it changes with --unfreeze and --freeze auto); the seconds the training loop waited for its next
+# batch (data loading that the workers did not hide).
 EXTRA_COLUMNS = ("epoch_seconds", "memory/peak_rss_mb", "memory/cuda_allocated_mb", "memory/cuda_reserved_mb",
-                 "grad_norm/total", "grad_norm/backbone", "grad_norm/neck", "grad_norm/head", "frozen_blocks")
+                 "grad_norm/total", "grad_norm/backbone", "grad_norm/neck", "grad_norm/head", "frozen_blocks",
+                 "data_wait_seconds")
 RESULTS_COLUMNS = REFERENCE_COLUMNS + EXTRA_COLUMNS
 
 
@@ -69,8 +72,11 @@ def append_results(path: Path, row: Mapping[str, float]) -> None:
             CPU), optionally followed by run-specific columns; written in ``RESULTS_COLUMNS`` order, then the
             others in the row's order.
 
+    A file written by an older version, whose header lacks standard columns added since (a resumed run), is first
+    rewritten with them (NaN in its earlier rows).
+
     Raises:
-        ValueError: a standard column is missing, or the columns differ from the file's header.
+        ValueError: a standard column is missing, or the columns differ from the file's header otherwise.
     """
     missing = set(RESULTS_COLUMNS) - set(row)
     if missing:
@@ -80,13 +86,28 @@ def append_results(path: Path, row: Mapping[str, float]) -> None:
     if not new:
         with open(path, newline="", encoding="utf-8") as f:
             header = next(csv.reader(f), [])
-        if header != columns:
+        added = set(columns) - set(header)
+        if set(header) - set(columns) or added - set(RESULTS_COLUMNS):
             raise ValueError(f"results row columns differ from {path}'s header: {sorted(set(columns) ^ set(header))}")
+        if header != columns:
+            _rewrite_with(path, columns)
     with open(path, "a", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         if new:
             writer.writerow(columns)
         writer.writerow([_format(column, row[column]) for column in columns])
+
+
+def _rewrite_with(path: Path, columns: list[str]) -> None:
+    """Rewrite ``path`` (atomically) in ``columns`` order, NaN where a row has no value."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([row.get(column) or "nan" for column in columns] for row in rows)
+    os.replace(tmp, path)
 
 
 def _format(column: str, value: float) -> str:

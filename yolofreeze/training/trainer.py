@@ -120,6 +120,25 @@ class Distributed:
         return bool(value.item())
 
 
+class WaitClock:
+    """Iterates ``iterable`` and adds up in ``seconds`` the time spent waiting for each next item (for a loader:
+    the data loading its workers did not hide)."""
+
+    def __init__(self, iterable: Iterable) -> None:
+        self.iterable, self.seconds = iterable, 0.0
+
+    def __iter__(self):
+        iterator = iter(self.iterable)
+        while True:
+            started = time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            self.seconds += time.perf_counter() - started
+            yield item
+
+
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -364,7 +383,8 @@ class Trainer:
         self.position = (epoch, -1)
         self.plan.set_train_mode(self.model)
         sums, batches = torch.zeros(3), 0
-        bar = tqdm(self.epoch_batches(), total=self.nb, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
+        waiting = WaitClock(self.epoch_batches())
+        bar = tqdm(waiting, total=self.nb, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
         for i, batch in enumerate(bar):
             iteration = i + self.nb * epoch
@@ -389,7 +409,8 @@ class Trainer:
         means = (sums / max(batches, 1)).tolist()
         row = {"epoch": epoch + 1, "train/box_loss": means[0], "train/cls_loss": means[1],
                "train/dfl_loss": means[2], "epoch_seconds": time.perf_counter() - started,
-               **peak_memory_mb(self.device), "frozen_blocks": len(self.plan.frozen), **self.learning_rates()}
+               **peak_memory_mb(self.device), "frozen_blocks": len(self.plan.frozen),
+               "data_wait_seconds": waiting.seconds, **self.learning_rates()}
         if self.grad_norms:
             row.update(self.grad_norms.epoch_means())
         return row
