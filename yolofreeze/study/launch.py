@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .ledger import lock_holder, read_state, record_state, write_json
-from .runner import StudyRun, run_status
+from .runner import StudyRun, run_one, run_status
 
 PLAN = "plan.json"
 SLURM_EXTRA = "pip install -e .[slurm]  (or: pip install submitit)"
@@ -96,7 +96,6 @@ class SlurmOptions:
     cpus_per_run: int | None = None
     timeout_min: int = 1440
     array_parallelism: int = 256
-    mem_gb: int | None = None
 
 
 def require_submitit():
@@ -122,7 +121,6 @@ class RunTask:
     runs out, submitit requeues the same call, which resumes the run from ``last.pt``)."""
 
     def __call__(self, run: StudyRun, study_dir: str, common: Sequence[str], gpus: int) -> int:
-        from .runner import run_one
         devices = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if gpus else []
         devices = [d for d in devices if d][:gpus] or [str(k) for k in range(gpus)]
         _, code, _ = run_one(run, Path(study_dir), common, devices)
@@ -147,8 +145,6 @@ def make_executor(study_dir: Path, options: SlurmOptions, cluster: str | None = 
         parameters["slurm_partition"] = options.partition
     if options.cpus_per_run:
         parameters["cpus_per_task"] = options.cpus_per_run
-    if options.mem_gb:
-        parameters["mem_gb"] = options.mem_gb
     executor.update_parameters(**parameters)
     return executor
 
