@@ -34,9 +34,9 @@ from .weights.checkpoints import CheckpointWriteError
 EXIT_TRAINING_FAILED = 1  # diverged, a frozen tensor moved, a checkpoint could not be written
 
 
-def print_summary(summary: TrainSummary, auto: bool = False) -> None:
+def print_summary(summary: TrainSummary, auto: bool = False, tensorboard: bool = False) -> None:
     """The one-screen end of a run: best epoch, its per-class table, gradient norms, (``auto``) when blocks froze,
-    time, where the files are."""
+    time, where the files are (``tensorboard``: and how to view its event files)."""
     how = "stopped early (patience)" if summary.stopped_early else "finished"
     print(f"\n{how} after {summary.epochs_run} epochs in {summary.seconds / 60:.1f} min; best epoch "
           f"{summary.best_epoch} (fitness {summary.best_fitness:.4f} = 0.1 mAP50 + 0.9 mAP50-95)")
@@ -52,6 +52,8 @@ def print_summary(summary: TrainSummary, auto: bool = False) -> None:
     plots = ", grad_norms.csv, grad_norms.png" if summary.grad_norms else ""
     print(f"results: {summary.run_dir}/results.csv, results.png{plots}, freeze_audit.json, memory.json; weights: "
           f"{summary.run_dir}/weights/best.pt (and last.pt)")
+    if tensorboard:
+        print(f"TensorBoard: tensorboard --logdir {summary.run_dir.parent}")
 
 
 @entry_point
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped: {error}", file=sys.stderr)
         return error.exit_code
     if dist.main:
-        print_summary(summary, auto=trainer.freeze_plan.auto is not None)
+        print_summary(summary, auto=trainer.freeze_plan.auto is not None, tensorboard=trainer.board is not None)
     return 0
 
 

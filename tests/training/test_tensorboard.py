@@ -21,9 +21,10 @@ def data(tmp_path_factory) -> Path:
     return write_demo_dataset(tmp_path_factory.mktemp("datasets") / "demo", n_train=24, n_val=8)
 
 
-def test_the_events_hold_every_results_column_and_a_histogram_per_block_and_epoch(data, tmp_path):
+def test_the_events_hold_every_results_column_and_a_histogram_per_block_and_epoch(data, tmp_path, capsys):
     assert train_cli.main(["--data", str(data), *TINY, "--freeze", "fr1", "--tensorboard", "--project",
                            str(tmp_path), "--name", "tb"]) == 0
+    assert f"TensorBoard: tensorboard --logdir {tmp_path}" in capsys.readouterr().out
     run = tmp_path / "tb"
     events = EventAccumulator(str(run), size_guidance={"scalars": 0, "histograms": 0})
     events.Reload()
@@ -50,10 +51,11 @@ def test_the_events_hold_every_results_column_and_a_histogram_per_block_and_epoc
         assert (histogram.min, histogram.max) == pytest.approx((min(values), max(values)), rel=1e-6)
 
 
-def test_no_tensorboard_writes_no_events(data, tmp_path):
+def test_no_tensorboard_writes_no_events(data, tmp_path, capsys):
     assert train_cli.main(["--data", str(data), *TINY, "--epochs", "1", "--no-tensorboard", "--project",
                            str(tmp_path), "--name", "off"]) == 0
     assert not list((tmp_path / "off").glob("events.out.tfevents.*"))
+    assert "TensorBoard:" not in capsys.readouterr().out
 
 
 def test_asking_for_tensorboard_without_the_package_is_one_line(data, tmp_path, monkeypatch, capsys):
