@@ -69,11 +69,15 @@ def resize_long_side(image: np.ndarray, imgsz: int) -> np.ndarray:
     so the short side is rounded up.
     """
     height, width = image.shape[:2]
-    r = imgsz / max(height, width)
-    if r == 1:
+    if max(height, width) == imgsz:
         return image
-    size = (min(math.ceil(width * r), imgsz), min(math.ceil(height * r), imgsz))
-    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, long_side_size(height, width, imgsz)[::-1], interpolation=cv2.INTER_LINEAR)
+
+
+def long_side_size(height: int, width: int, imgsz: int) -> tuple[int, int]:
+    """``(h, w)`` of a ``height x width`` image after :func:`resize_long_side` to ``imgsz``."""
+    r = imgsz / max(height, width)
+    return min(math.ceil(height * r), imgsz), min(math.ceil(width * r), imgsz)
 
 
 def load_image(path: str | Path, imgsz: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -330,11 +334,8 @@ class DetectionDataset(Dataset):
           image) and the warped output;
         - ``batches_bytes``: the uint8 batches in flight (two prefetched per worker, or one).
         """
-        def resized_bytes(record: ImageRecord) -> int:
-            r = self.imgsz / max(record.height, record.width)
-            return 3 * min(math.ceil(record.width * r), self.imgsz) * min(math.ceil(record.height * r), self.imgsz)
-
-        average = sum(map(resized_bytes, self.records)) / max(len(self.records), 1)
+        average = sum(3 * math.prod(long_side_size(r.height, r.width, self.imgsz))
+                      for r in self.records) / max(len(self.records), 1)
         processes = max(workers, 1)
         square = 3 * self.imgsz * self.imgsz
         mosaic_on = self.augment is not None and self.augment.mosaic > 0

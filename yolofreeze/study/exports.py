@@ -10,7 +10,6 @@ train images) and both are measured the same way; the numbers are kept in the ru
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import yaml
 from ..deploy.measure import measure_int8
 from ..weights.releases import sha256_of
 from .keys import key, run_key
+from .ledger import write_json
 
 EXPORT_FILE = "export.json"
 EXPORT_COLUMNS = ("fp32_map50_95", "int8_map50", "int8_map50_95", "int8_drop", "fp32_mb", "int8_mb", "fp32_ms_1",
@@ -38,9 +38,7 @@ def run_export(run_dir: Path, data: str, calib: int) -> dict | None:
             return found
     imgsz = int(yaml.safe_load((run_dir / "args.yaml").read_text(encoding="utf-8"))["imgsz"])
     found = measure_int8(best, data, imgsz, run_dir / "weights", calib) | {"calib": calib}
-    partial = cached.with_suffix(".json.partial")
-    partial.write_text(json.dumps(found, indent=1), encoding="utf-8")
-    os.replace(partial, cached)
+    write_json(cached, found)
     return found
 
 

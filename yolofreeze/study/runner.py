@@ -22,7 +22,7 @@ from queue import Queue
 from ..data.augment import PRESETS as AUGMENT_PRESETS
 from ..freezing.plan import AUTO, PRESETS
 from ..training.setup import TRAIN_MODULE
-from ..weights.releases import RELEASES, download_weights
+from ..weights.releases import download_weights, official_name
 from .ledger import RunLocked, owner, record_state, run_lock
 
 STRATEGIES = ("scratch", "none", "fr1", "fr2", "fr3")  # the layer-freezing paper's
@@ -228,17 +228,15 @@ def check_start_weights(runs: Sequence[StudyRun], study_dir: Path) -> None:
         if run.weights.lower() != "none" and run_status(study_dir / run.name) != "finished":
             needed.setdefault(run.weights, []).append(run.name)
     for weights, names in needed.items():
-        path = Path(weights)
         which = f"{names[0]}" + (f" and {len(names) - 1} other runs" if len(names) > 1 else "")
-        if path.exists():
-            continue
-        if path.parent == Path(".") and path.suffix in ("", ".pt") and path.stem.lower() in RELEASES:
+        name = official_name(weights)
+        if name:
             try:
-                download_weights(path.stem.lower())
+                download_weights(name)
             except ConnectionError as error:
                 raise ConnectionError(f"the start weights of {which} cannot be had: {error}; or give "
-                                      f"--weights {path.stem}=PATH") from None
-        else:
+                                      f"--weights {Path(weights).stem}=PATH") from None
+        elif not Path(weights).exists():
             raise FileNotFoundError(f"the start weights of {which}, {weights}, do not exist")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from .releases import RELEASES, download_weights
+from .releases import download_weights, official_name
 from ..model import MODEL_NAME, YOLO, build_model
 from ..names import class_names
 from .safe_pickle import ConversionError, StandIn, archive_problem, first_line, safe_load
@@ -296,10 +296,8 @@ def load_model(path: str | Path) -> YOLO:
     ``FileNotFoundError`` for a missing file and :class:`ConversionError` (one line naming the file
     and what is wrong) for anything that cannot become a model.
     """
-    path = Path(path)
-    if (not path.exists() and path.parent == Path(".") and path.suffix in ("", ".pt")
-            and path.stem.lower() in RELEASES):
-        path = download_weights(path.stem.lower())
+    name = official_name(path)
+    path = download_weights(name) if name else Path(path)
     check_weights_file(path)
     ckpt = _torch_load_weights_only(path)  # None: foreign classes inside, read through the allow-list instead
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:

@@ -32,6 +32,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("YOLOFREEZE_WEIGHTS", Path.home() / ".cache" / "yolofreeze" / "weights"))
 
 
+def official_name(weights: str | Path) -> str | None:
+    """The official release ``weights`` names when it is a bare name that is not a local file (``"yolov8n"``,
+    ``"yolov10s.pt"``): ``"yolov8n"``; else None."""
+    path = Path(weights)
+    if path.exists() or path.parent != Path(".") or path.suffix not in ("", ".pt"):
+        return None
+    return path.stem.lower() if path.stem.lower() in RELEASES else None
+
+
 def weights_url(name: str) -> str:
     """Download URL of an official checkpoint, honouring ``YOLOFREEZE_WEIGHTS_URL``."""
     if name not in RELEASES:
