@@ -25,8 +25,8 @@ from .freezing.auto import format_decisions
 from .freezing.gradnorm import format_grad_norm_summary
 from .freezing.memory import format_plan_memory
 from .freezing.plan import FrozenTensorChanged
-from .training.optim import AUGMENT_FIELDS, accumulate
-from .training.setup import new_trainer, parse_train_args, resumed_trainer, train_parser
+from .training.optim import accumulate
+from .training.setup import AUGMENT_FLAGS, new_trainer, parse_train_args, resumed_trainer, train_parser
 from .training.stopping import TrainingInterrupted
 from .training.trainer import Distributed, TrainingDiverged, TrainSummary
 from .weights.checkpoints import CheckpointWriteError
@@ -99,8 +99,7 @@ def _precision(trainer) -> str:
 
 def _augmentation(cfg) -> str:
     """``, augmented: …`` naming the active augmentation settings, or nothing."""
-    active = [f"{name} {getattr(cfg, name)}" for name in AUGMENT_FIELDS
-              if name != "close_mosaic" and getattr(cfg, name)]
+    active = [f"{name} {getattr(cfg, name)}" for name in AUGMENT_FLAGS if getattr(cfg, name)]
     return f"; augmented: {', '.join(active)}" if active else ""
 
 

@@ -29,7 +29,7 @@ from ..model import YOLO, build_model, with_class_names
 from ..weights.checkpoints import load_checkpoint, load_model
 from .board import EXTRA as TENSORBOARD_EXTRA
 from .board import tensorboard_available
-from .optim import OPTIMIZERS, TrainConfig, optimizer_name, resolve_auto
+from .optim import AUGMENT_FIELDS, OPTIMIZERS, TrainConfig, optimizer_name, resolve_auto
 from .runs import new_run_dir
 from .trainer import Distributed, Trainer, seed_everything
 
@@ -63,7 +63,7 @@ RECIPE_HELP = {
     "scale": "augmentation: zoom range, 1 ± scale (default 0; default: 0.5)",
     "close_mosaic": "augmentation: no mosaic in the last N epochs (default 10)",
 }
-AUGMENT_FLAGS = ("fliplr", "hsv_h", "hsv_s", "hsv_v", "mosaic", "degrees", "translate", "scale")
+AUGMENT_FLAGS = tuple(name for name in AUGMENT_FIELDS if name != "close_mosaic")  # the transforms' own settings
 
 
 def _optimizer_flag(text: str) -> str:
