@@ -81,7 +81,7 @@ def assign(pred_scores: torch.Tensor, pred_boxes: torch.Tensor, anchor_points: t
     positives = top_aligned(alignment, topk) & candidates
     positives = keep_best_overlap(positives, overlaps)
     foreground = positives.any(1)
-    target_index = positives.byte().argmax(1)
+    target_index = positives.byte().max(1).indices  # max(dim) is ~10x argmax(dim) over a middle dim on CPU
     target_boxes = gt_boxes.gather(1, target_index[..., None].expand(-1, -1, 4))
     target_labels = gt_labels.gather(1, target_index)
     strength = normalised_alignment(alignment, overlaps, positives, eps) * foreground
@@ -120,7 +120,7 @@ def keep_best_overlap(positives: torch.Tensor, overlaps: torch.Tensor) -> torch.
     """Anchors positive for more than one ground truth in ``positives`` ``(B, G, A)`` are given to the ground truth
     of largest overlap ``(B, G, A)`` instead; the result has at most one True per anchor."""
     contested = positives.sum(1, keepdim=True) > 1  # (B, 1, A)
-    best = torch.zeros_like(positives).scatter_(1, overlaps.argmax(1, keepdim=True), True)
+    best = torch.zeros_like(positives).scatter_(1, overlaps.max(1, keepdim=True).indices, True)
     return torch.where(contested, best, positives)
 
 
