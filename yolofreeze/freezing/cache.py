@@ -29,6 +29,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -41,6 +42,7 @@ from ..data import DetectionDataset, ImageMeta, ImageRecord, LoadFailure, collat
 from ..data.loader import seed_worker
 from ..host import available_memory
 from ..model import YOLO, PrefixOutputs
+from .folded import FoldedPrefix
 from .plan import FreezePlan
 
 LOGGER = logging.getLogger(__name__)
@@ -350,6 +352,8 @@ class FeatureCache:
             consecutive groups of ``batch`` items (the validation batches).
         amp: the autocast dtype of a mixed-precision training step (``torch.float16`` or ``torch.bfloat16``, on
             the model's device), or None: the prefix runs under the same autocast, its outputs keep that dtype.
+        fold: compute the outputs with a folded copy of the prefix (:class:`FoldedPrefix`, as the trainer runs
+            it with ``fold_frozen``); False: with the model's own blocks. Part of every entry's key.
 
     Raises CacheNotApplicable when ``plan`` is not cacheable, ValueError for an unknown mode, dtype or a disk
     mode without a directory.
@@ -357,7 +361,7 @@ class FeatureCache:
 
     def __init__(self, dataset: DetectionDataset, plan: FreezePlan, mode: str = "ram", dtype: str = "fp32",
                  directory: str | Path | None = None, workers: int = 0, batch: int = 16,
-                 amp: torch.dtype | None = None) -> None:
+                 amp: torch.dtype | None = None, fold: bool = False) -> None:
         if mode not in MODES or dtype not in DTYPES:
             raise ValueError(f"cache mode {mode!r} / dtype {dtype!r}: choose from {', '.join(MODES)} / "
                              f"{', '.join(DTYPES)}")
@@ -365,7 +369,7 @@ class FeatureCache:
             raise ValueError("a disk cache needs a directory")
         self.start = require_cacheable(plan)
         self.dataset, self.plan, self.mode, self.dtype = dataset, plan, mode, dtype
-        self.workers, self.batch, self.amp = workers, batch, amp
+        self.workers, self.batch, self.amp, self.fold = workers, batch, amp, fold
         self.store = _RamStore() if mode == "ram" else _DiskStore(Path(directory))
         self.keys: list[str | None] = [None] * len(dataset)
         self.failures: dict[str, str] = {}  # key → error text of images that could not be read
@@ -375,7 +379,8 @@ class FeatureCache:
         """Compute the entries whose key is not stored (all of them the first time; an image file, its labels or
         a frozen tensor that changed since), drop entries no key names any more; returns how many were computed.
         Computing puts ``model`` in the plan's training mode (frozen batch-norm in eval) and leaves it there."""
-        context = json.dumps([weights_digest(self.plan, model), model.boundary(self.start), self.dtype])
+        context = json.dumps([weights_digest(self.plan, model), model.boundary(self.start), self.dtype]
+                             + (["folded"] if self.fold else []))
         self.keys = [entry_key(self.dataset, p, context) for p in range(len(self.dataset))]
         live = {k for k in self.keys if k is not None}
         self.failures = {k: v for k, v in self.failures.items() if k in live}
@@ -408,6 +413,7 @@ class FeatureCache:
                             collate_fn=collate, generator=torch.Generator().manual_seed(0),
                             worker_init_fn=seed_worker, pin_memory=device.type == "cuda")
         autocast = torch.autocast(device.type, dtype=self.amp) if self.amp else nullcontext()
+        prefix = FoldedPrefix(model, self.start) if self.fold else partial(model.prefix_outputs, stop=self.start)
         where = {int(self.dataset.order[p]): p for p in positions}
         for batch in tqdm(loader, desc="caching frozen-prefix outputs", unit="batch", leave=False, disable=None):
             for index in batch.failed:
@@ -415,7 +421,7 @@ class FeatureCache:
             if not batch.meta:
                 continue
             with autocast:
-                outputs = model.prefix_outputs(batch.images.to(device, non_blocking=True).float() / 255, self.start)
+                outputs = prefix(batch.images.to(device, non_blocking=True).float() / 255)
             shape = tuple(batch.images.shape[-2:])
             for j, meta in enumerate(batch.meta):
                 targets = batch.targets[batch.targets[:, 0] == j].clone()
@@ -484,15 +490,15 @@ def estimate_run_cache(model: YOLO, plan: FreezePlan, splits: dict[str, Sequence
 
 
 def phase_caches(model: YOLO, plan: FreezePlan, datasets: dict[str, DetectionDataset], batches: dict[str, int],
-                 mode: str, dtype: str, run_dir: str | Path, workers: int, amp: torch.dtype | None
-                 ) -> dict[str, FeatureCache]:
+                 mode: str, dtype: str, run_dir: str | Path, workers: int, amp: torch.dtype | None,
+                 fold: bool = False) -> dict[str, FeatureCache]:
     """The frozen-prefix caches of the train and val splits for one phase of a run (nothing computed yet: see
     :meth:`FeatureCache.refresh`); none in a phase with nothing frozen. A later phase's caches use the same folder:
     the entries of the previous phase, which no key names any more, go at their refresh. ``amp``: the training
     split's prefix runs under autocast of that dtype, as mixed-precision training steps do (validation runs in
-    float32)."""
+    float32). ``fold``: build the entries with a folded copy of the prefix (:class:`FeatureCache`)."""
     if not plan.frozen:
         return {}
     return {split: FeatureCache(dataset, plan, mode, dtype, Path(run_dir) / FEATURE_CACHE_DIR / split, workers,
-                                batches[split], amp=amp if split == "train" else None)
+                                batches[split], amp=amp if split == "train" else None, fold=fold)
             for split, dataset in datasets.items()}

@@ -132,6 +132,8 @@ class RunSettings:
     cache_frozen: str | None = None
     cache_dtype: str = "fp32"
     amp: bool | str = True  # True: fp16 on CUDA only; False: off; "fp16" / "bf16": on any device
+    channels_last: bool = True
+    fold_frozen: bool = True
     name: str | None = None
     project: str = "runs/train"
 
@@ -260,6 +262,12 @@ def train_parser(prog: str = "train.py", description: str | None = None) -> argp
                         help="mixed precision on any device: fp16 (float16 autocast + gradient scaler) or bf16 "
                              "(bfloat16 autocast) (default: fp16 on CUDA, float32 on CPU)")
     parser.add_argument("--no-amp", action="store_true", help="full float32 on CUDA too")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="train in the channels-last (NHWC) memory layout, faster convolutions on CPU and CUDA "
+                             "(default on; --no-channels-last: NCHW)")
+    parser.add_argument("--fold-frozen", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the frozen prefix (--frozen-bn eval) as a Conv+BN-folded inference copy, equal up "
+                             "to float rounding (default on; --no-fold-frozen: the unfolded blocks)")
     parser.add_argument("--name", default=None, help="run folder name under --project (default <data>-<model>-"
                                                      "freeze<N>; never overwritten: name2, name3 …)")
     parser.add_argument("--project", default="runs/train", help="folder of the run folders")
@@ -400,7 +408,8 @@ def new_trainer(settings: RunSettings, dist: Distributed, say: Say = lambda _: N
     return Trainer(model, info, cfg, run_dir, plan, device_name, settings.workers, settings.cache_images,
                    amp=settings.amp, settings=record, progress=sys.stderr.isatty(),
                    grad_norms=settings.grad_norms, cache_frozen=settings.cache_frozen,
-                   cache_dtype=settings.cache_dtype, tensorboard=settings.board())
+                   cache_dtype=settings.cache_dtype, tensorboard=settings.board(),
+                   channels_last=settings.channels_last, fold_frozen=settings.fold_frozen)
 
 
 def resumed_trainer(run_dir: str | Path, dist: Distributed, device_name: str | None = None,
@@ -432,6 +441,7 @@ def resumed_trainer(run_dir: str | Path, dist: Distributed, device_name: str | N
     trainer = Trainer(model, info, cfg, run_dir, plan, settings.device, settings.workers, settings.cache_images,
                       amp=settings.amp, settings=record, progress=sys.stderr.isatty(),
                       grad_norms=settings.grad_norms, cache_frozen=settings.cache_frozen,
-                      cache_dtype=settings.cache_dtype, tensorboard=settings.board())
+                      cache_dtype=settings.cache_dtype, tensorboard=settings.board(),
+                   channels_last=settings.channels_last, fold_frozen=settings.fold_frozen)
     trainer.restore(ckpt)
     return trainer

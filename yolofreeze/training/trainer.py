@@ -46,10 +46,11 @@ from ..freezing.audit import record_decision, record_phase, verify_phase, write_
 from ..freezing.auto import GradientIntervals, decide_freeze
 from ..freezing.cache import (FEATURE_CACHE_DIR, CacheEstimate, FeatureBatch, FeatureCache, estimate_run_cache,
                               phase_caches, split_datasets)
+from ..freezing.folded import FoldedPrefix, foldable_length
 from ..freezing.gradnorm import GradNormMonitor, summarize_grad_norms
 from ..freezing.memory import PhaseMemory, memory_record, profile_plan_memory
 from ..freezing.plan import FreezePlan
-from ..model import YOLO
+from ..model import YOLO, PrefixOutputs
 from ..plots import plot_grad_norms, plot_results
 from ..weights.checkpoints import CheckpointWriteError, atomic_torch_save, checkpoint_dict
 from .loss import build_loss
@@ -229,6 +230,12 @@ class Trainer:
             prefix caches its own prefix's outputs, a phase with nothing frozen trains on images); None: no cache.
         cache_dtype: ``"fp32"`` or ``"fp16"``: how the cached outputs are stored.
         tensorboard: write each epoch to TensorBoard event files in the run folder (:mod:`.board`; rank 0).
+        channels_last: keep the model's 4-D weights and every image and feature map it is fed in the channels-last
+            (NHWC) memory layout, which the CPU's and CUDA's convolution kernels run faster; the same maths,
+            convolutions summed in another order (float rounding). False: the default NCHW layout.
+        fold_frozen: run a frozen prefix ``0 … k-1`` (batch-norm in eval) as a folded inference copy
+            (:mod:`yolofreeze.freezing.folded`; outputs equal up to float rounding, bound measured there); the
+            frozen-prefix cache is built with the same copy. False: the model's own frozen blocks run.
 
     Raises CacheNotApplicable (the plan's frozen outputs are not fixed) or CacheTooLarge with ``cache_frozen``.
     """
@@ -237,7 +244,8 @@ class Trainer:
                  plan: FreezePlan | None = None, device: str | torch.device = "cpu", workers: int = 2,
                  cache_images: bool = False, amp: bool | str | None = None, settings: dict | None = None,
                  progress: bool = True, grad_norms: bool = True, cache_frozen: str | None = None,
-                 cache_dtype: str = "fp32", tensorboard: bool = False) -> None:
+                 cache_dtype: str = "fp32", tensorboard: bool = False, channels_last: bool = True,
+                 fold_frozen: bool = True) -> None:
         for split in ("train", "val"):
             if not data.splits.get(split):
                 raise ValueError(f"dataset {data.root} has no {split} images")
@@ -256,7 +264,10 @@ class Trainer:
         self.amp = self.amp_dtype is not None
         self.settings = dict(settings or {})
         self.workers, self.progress = workers, progress and self.dist.main
-        self.model = self.plan.apply(model).to(self.device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = self.plan.apply(model).to(self.device, memory_format=self.memory_format)
+        self.fold_frozen = fold_frozen
+        self.folded: FoldedPrefix | None = None  # this epoch's folded copy of the frozen prefix (fold_frozen)
         self.criterion = build_loss(self.model, cfg.to_dict())
         self.optimizer = build_optimizer(self.model, cfg, self.plan.trainable, self.freeze_plan.lr_split())
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -382,6 +393,7 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         self.position = (epoch, -1)
         self.plan.set_train_mode(self.model)
+        self.folded = self.fold_prefix()
         sums, batches = torch.zeros(3), 0
         waiting = WaitClock(self.epoch_batches())
         bar = tqdm(waiting, total=self.nb, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
@@ -463,9 +475,15 @@ class Trainer:
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else nullcontext()
         with autocast:
             if isinstance(batch, FeatureBatch):
-                outputs = self.network(batch.prefix(self.device))
+                prefix = batch.prefix(self.device)
+                inputs = PrefixOutputs(prefix.start, {i: f.contiguous(memory_format=self.memory_format)
+                                                      for i, f in prefix.outputs.items()})
             else:
-                outputs = self.network(batch.images.to(self.device, non_blocking=True).float() / 255)
+                images = batch.images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+                inputs = images.float() / 255
+                if self.folded is not None:
+                    inputs = self.folded(inputs)
+            outputs = self.network(inputs)
         shape = batch.shape if isinstance(batch, FeatureBatch) else tuple(batch.images.shape[-2:])
         total, parts = self.criterion(outputs, batch.targets.to(self.device), shape)
         if not torch.isfinite(total):
@@ -574,7 +592,17 @@ class Trainer:
         datasets = {**split_datasets(self.model, self.data.splits, self.cfg.imgsz, self.cfg.val_batch),
                     "train": self.loader.dataset}
         return phase_caches(self.model, self.plan, datasets, {"train": self.loader.batch_size, "val": self.cfg.val_batch},
-                            self.cache_mode, self.cache_dtype, self.run_dir, self.workers, self.amp_dtype)
+                            self.cache_mode, self.cache_dtype, self.run_dir, self.workers, self.amp_dtype,
+                            self.fold_frozen)
+
+    def fold_prefix(self) -> FoldedPrefix | None:
+        """With ``fold_frozen``: a folded copy of the current phase's frozen prefix, made from the model's tensors as
+        they are now (so a restored or newly frozen prefix is never stale); None when nothing folds or the
+        frozen-prefix cache serves the prefix's outputs."""
+        length = foldable_length(self.plan)
+        if not self.fold_frozen or not length or self.feature_caches:
+            return None
+        return FoldedPrefix(self.model, length)
 
     def epoch_batches(self) -> Iterable[Batch | FeatureBatch]:
         """This epoch's training batches (after ``sampler.set_epoch``): images, or with the frozen-prefix cache the
@@ -637,7 +665,7 @@ class Trainer:
     def train_state(self, epoch: int, row: dict[str, float]) -> dict:
         """Everything a resumed run needs after ``epoch`` (0-based) finished; tensors and plain values only."""
         def cpu(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.detach().cpu().clone()
+            return tensor.detach().cpu().clone(memory_format=torch.contiguous_format)  # files in NCHW
         pending = {name: cpu(p.grad) for name, p in self.model.named_parameters() if p.grad is not None}
         return {"epoch": epoch + 1, "config": self.cfg.to_dict(), "settings": self.settings,
                 "freeze_plan": self.freeze_plan.to_dict(),

@@ -157,7 +157,8 @@ def checkpoint_dict(model: YOLO, train: dict | None = None) -> dict:
     """Our checkpoint for ``model`` (fp32 state dict on CPU)."""
     ckpt = {"format": FORMAT, "version": VERSION, "arch": model.arch, "spec": model.spec, "nc": model.nc,
             "names": list(model.names), "stride": model.stride.tolist(),
-            "state_dict": {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone()
+            "state_dict": {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu()
+                           .clone(memory_format=torch.contiguous_format)
                            for k, v in model.state_dict().items()}}
     if train is not None:
         ckpt["train"] = train
