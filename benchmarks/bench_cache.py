@@ -1,14 +1,15 @@
 """Epoch time at fr2 with and without the frozen-prefix cache, ours vs the oracle's trainer at freeze=9, same data.
 
     python benchmarks/bench_cache.py [--models yolov8n,yolov8s] [--imgsz 640] [--epochs 2] [--batch 16]
-        [--workers 2] [--caches none,ram-fp32,ram-fp16,disk-fp32,disk-fp16] [--train-images N] [--val-images N]
+        [--workers 2] [--caches none,unfolded,ram-fp32,ram-fp16,disk-fp32,disk-fp16] [--train-images N] [--val-images N]
         [--threads N] [--device cpu|cuda] [--data DATA.yaml] [--weights W.pt] [--skip-oracle] [--quick]
 
 Per model, from the same start (the oracle's seeded yaml build for the dataset's classes, saved the release way
 and converted by us, as in bench_train.py), each configuration trains ``--epochs`` epochs at fr2 (blocks 0-8
 frozen, their batch-norm in eval, no augmentation, seed 0, gradient-norm logging off):
 
-- ours without a cache, then with ``--cache-frozen`` ram / disk and ``--cache-dtype`` fp32 / fp16;
+- ours without a cache (the frozen prefix folded, the default), without a cache and unfolded (``unfolded``:
+  ``--no-fold-frozen``), then with ``--cache-frozen`` ram / disk and ``--cache-dtype`` fp32 / fp16;
 - the oracle's own ``YOLO.train`` at ``freeze=9`` with the same recipe, un-augmented (``plots=False``).
 
 Timed: one training epoch, data loading included (ours: ``epoch_seconds``, the whole of ``Trainer.train_epoch``;
@@ -55,7 +56,7 @@ from yolofreeze.training.optim import TrainConfig  # noqa: E402
 from yolofreeze.training.runs import read_results  # noqa: E402
 from yolofreeze.training.trainer import Trainer, seed_everything  # noqa: E402
 
-CACHES = ("none", "ram-fp32", "ram-fp16", "disk-fp32", "disk-fp16")
+CACHES = ("none", "unfolded", "ram-fp32", "ram-fp16", "disk-fp32", "disk-fp16")
 FROZEN = 9  # fr2: blocks 0-8
 CPU_TARGET, GPU_TARGET = 0.8, 0.5  # steady cached epoch / uncached epoch
 QUICK = dict(models=["yolov8n"], imgsz=320, train_images=32, val_images=8, batch=8, epochs=3,
@@ -85,7 +86,8 @@ def subset_yaml(data_yaml: Path, folder: Path, n_train: int | None, n_val: int |
 
 def our_trainers(start: Path, data_yaml: Path, cfg: TrainConfig, caches: list[str], folder: Path, workers: int,
                  device: str) -> dict[str, Trainer]:
-    """Our fr2 trainers of ``start``, one per cache (``none`` or ``<ram|disk>-<fp32|fp16>``), each seeded alike."""
+    """Our fr2 trainers of ``start``, one per cache (``none``, ``unfolded``: no cache and the frozen prefix not folded,
+    or ``<ram|disk>-<fp32|fp16>``), each seeded alike."""
     info = resolve_dataset(data_yaml)
     trainers = {}
     for cache in caches:
@@ -96,7 +98,8 @@ def our_trainers(start: Path, data_yaml: Path, cfg: TrainConfig, caches: list[st
         run_dir.mkdir(parents=True)
         trainers[cache] = Trainer(model, info, cfg, run_dir, FreezePlan.prefix(FROZEN, model), device=device,
                                   workers=workers, progress=False, grad_norms=False,
-                                  cache_frozen=None if mode == "none" else mode, cache_dtype=dtype or "fp32")
+                                  cache_frozen=None if mode in ("none", "unfolded") else mode,
+                                  cache_dtype=dtype or "fp32", fold_frozen=mode != "unfolded")
     return trainers
 
 

@@ -128,6 +128,11 @@ def test_cuda_without_gpu_is_one_line(demo_env, capsys, monkeypatch):
               "train": (train_cli.main, ["--data", "demo", "--device", "cuda"])}, capsys, "no CUDA GPU")
 
 
+def test_compile_without_a_compiler_is_one_line(demo_env, capsys, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    run_each({"train": (train_cli.main, ["--data", "demo", "--compile"])}, capsys, "needs a C++ compiler")
+
+
 def test_zero_classes_is_one_line(tmp_path, capsys):
     run_each({"inspect": (inspect.main, ["yolov8n", "--nc", "0"]),
               "convert": (convert.main, ["yolov8n", str(tmp_path / "r.pt"), "--init", "random", "--nc", "0"])},

@@ -352,6 +352,13 @@ class YOLO(nn.Module):
         return self
 
 
+def inference_copy(model: YOLO) -> YOLO:
+    """A copy of ``model`` to run inference with (evaluation, prediction): eval mode, every batch-norm folded into
+    its convolution (:meth:`YOLO.fuse`), weights in the channels-last layout that CPU and CUDA convolution kernels
+    run fastest (feed it images in either layout; channels-last saves a conversion). ``model`` is untouched."""
+    return copy.deepcopy(model).eval().fuse().to(memory_format=torch.channels_last)
+
+
 def build_model(spec: str | Path | dict, nc: int | None = None, names: list[str] | None = None) -> YOLO:
     """Build a randomly initialised :class:`YOLO` from a name (``"yolov8n"``), a yaml path or a spec dict."""
     return YOLO(spec, nc=nc, names=names)

@@ -60,6 +60,13 @@ def test_boundary_lists_the_outputs_later_blocks_read(name):
         model.boundary(head + 1)
 
 
+def _flat(out) -> torch.Tensor | list[torch.Tensor]:
+    """A model output as one tensor (eval) or a list of maps (train; YOLOv10's branches in key order)."""
+    if isinstance(out, dict):
+        return [m for key in sorted(out) for m in out[key]]
+    return out
+
+
 @pytest.mark.parametrize("name", ["yolov8n", "yolov10n"])
 @pytest.mark.parametrize("training", [True, False])
 def test_block_range_forward_equals_the_full_forward(name, training):
@@ -70,13 +77,11 @@ def test_block_range_forward_equals_the_full_forward(name, training):
         full = model(x)
         for start in (1, 4, 9, 11, 13, len(model.blocks) - 1):
             part = model(model.prefix_outputs(x, start))
-            flat = (lambda out: out if isinstance(out, torch.Tensor) else
-                    [m for key in sorted(out) for m in out[key]] if isinstance(out, dict) else out)
-            a, b = flat(full), flat(part)
+            a, b = _flat(full), _flat(part)
             assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True)) if isinstance(a, list) else torch.equal(a, b), start
         if not training:
-            maps = flat(model.head.maps(model.head_inputs(x)))
-            cached_maps = flat(model.head.maps(model.head_inputs(model.prefix_outputs(x, 9))))
+            maps = _flat(model.head.maps(model.head_inputs(x)))
+            cached_maps = _flat(model.head.maps(model.head_inputs(model.prefix_outputs(x, 9))))
             assert all(torch.equal(a, b) for a, b in zip(maps, cached_maps, strict=True))
     with pytest.raises(ValueError, match=r"needs the outputs of blocks \[4, 6, 8\]"):
         model(PrefixOutputs(9, {4: x, 6: x}))

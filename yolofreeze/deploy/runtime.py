@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model import YOLO
+from ..model import YOLO, inference_copy
 from ..weights.checkpoints import load_model
 from . import require
 from .export import INPUT
@@ -119,10 +119,11 @@ def is_onnx(path: str | Path) -> bool:
 def load_detector(path: str | Path, v10_head: str = "one2one", device: str = "cpu", threads: int | None = None,
                   imgsz: int | None = None, names: list[str] | None = None) -> YOLO | OnnxDetector:
     """A ``.onnx`` file as an :class:`OnnxDetector` (``v10_head`` and ``device`` are fixed by the export; the CPU
-    provider runs it), anything else through :func:`~yolofreeze.weights.checkpoints.load_model` on ``device``."""
+    provider runs it), anything else through :func:`~yolofreeze.weights.checkpoints.load_model` on ``device``, as
+    its :func:`~yolofreeze.model.inference_copy` (batch-norm folded, channels-last)."""
     if is_onnx(path):
         return OnnxDetector(path, threads=threads, names=names, imgsz=imgsz)
-    return load_model(path).use_v10_head(v10_head).to(device)
+    return inference_copy(load_model(path).use_v10_head(v10_head).to(device))
 
 
 def default_threads() -> int:

@@ -18,7 +18,6 @@ as the reference's validator logs ``val/box_loss``, ``val/cls_loss``, ``val/dfl_
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import logging
@@ -36,7 +35,7 @@ from tqdm import tqdm
 
 from ..boxes import unletterbox_boxes
 from ..data import Batch, ImageRecord, build_dataloader, to_coco_gt
-from ..model import YOLO, PrefixOutputs
+from ..model import YOLO, PrefixOutputs, inference_copy
 from ..names import match_class_names
 from .postprocess import postprocess
 
@@ -151,7 +150,7 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
     channels = None if len(kept) == model.nc else torch.tensor([0, 1, 2, 3] + [4 + k for k in kept])
     model.eval()
     if isinstance(model, YOLO):  # a copy with batch-norm folded into the convolutions, in channels-last memory
-        model = copy.deepcopy(model).fuse().to(memory_format=torch.channels_last)
+        model = inference_copy(model)
     device = model.device
     fixed = getattr(model, "fixed_shape", None)  # a static ONNX export takes square imgsz input only
     loader = batches if batches is not None else build_dataloader(

@@ -56,10 +56,9 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
     ``w' = w * γ / sqrt(var + eps)``, ``b' = β + (b - mean) * γ / sqrt(var + eps)``.
     """
-    fused = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-        conv.dilation, conv.groups, bias=True,
-    ).to(conv.weight.device)
+    fused = nn.utils.skip_init(  # no random initialisation: nothing drawn from the global generator
+        nn.Conv2d, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.dilation, conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)

@@ -31,7 +31,7 @@ from .board import EXTRA as TENSORBOARD_EXTRA
 from .board import tensorboard_available
 from .optim import AUGMENT_FIELDS, OPTIMIZERS, TrainConfig, optimizer_name, resolve_auto
 from .runs import new_run_dir
-from .trainer import Distributed, Trainer, seed_everything
+from .trainer import Distributed, Trainer, compile_unavailable, seed_everything
 
 TRAIN_MODULE = "yolofreeze.train"  # what ``python -m`` runs for one training run (the study launches it)
 # The embedded first run: small enough for a 2-core CPU in a few minutes, offline (no pretrained download).
@@ -134,6 +134,7 @@ class RunSettings:
     amp: bool | str = True  # True: fp16 on CUDA only; False: off; "fp16" / "bf16": on any device
     channels_last: bool = True
     fold_frozen: bool = True
+    compile: bool = False
     name: str | None = None
     project: str = "runs/train"
 
@@ -268,6 +269,9 @@ def train_parser(prog: str = "train.py", description: str | None = None) -> argp
     parser.add_argument("--fold-frozen", action=argparse.BooleanOptionalAction, default=True,
                         help="run the frozen prefix (--frozen-bn eval) as a Conv+BN-folded inference copy, equal up "
                              "to float rounding (default on; --no-fold-frozen: the unfolded blocks)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the training forward/backward (compiles for a minute or more first; "
+                             "pays on long runs, see the README)")
     parser.add_argument("--name", default=None, help="run folder name under --project (default <data>-<model>-"
                                                      "freeze<N>; never overwritten: name2, name3 …)")
     parser.add_argument("--project", default="runs/train", help="folder of the run folders")
@@ -294,6 +298,8 @@ def parse_train_args(argv: Sequence[str] | None, parser: argparse.ArgumentParser
         parser.error(f"--tensorboard needs the tensorboard package, which is not installed: {TENSORBOARD_EXTRA}")
     if args.amp and args.no_amp:
         parser.error(f"--amp {args.amp} and --no-amp contradict each other; give one")
+    if args.compile and (reason := compile_unavailable(args.device or default_device())):
+        parser.error(reason)
     if args.cache_dtype and not args.cache_frozen:
         parser.error(f"--cache-dtype {args.cache_dtype} applies with --cache-frozen ram or disk")
     adaptive = len(args.freeze) == 1 and args.freeze[0].lower().startswith("auto")
@@ -409,7 +415,8 @@ def new_trainer(settings: RunSettings, dist: Distributed, say: Say = lambda _: N
                    amp=settings.amp, settings=record, progress=sys.stderr.isatty(),
                    grad_norms=settings.grad_norms, cache_frozen=settings.cache_frozen,
                    cache_dtype=settings.cache_dtype, tensorboard=settings.board(),
-                   channels_last=settings.channels_last, fold_frozen=settings.fold_frozen)
+                   channels_last=settings.channels_last, fold_frozen=settings.fold_frozen,
+                   compile=settings.compile)
 
 
 def resumed_trainer(run_dir: str | Path, dist: Distributed, device_name: str | None = None,
@@ -442,6 +449,7 @@ def resumed_trainer(run_dir: str | Path, dist: Distributed, device_name: str | N
                       amp=settings.amp, settings=record, progress=sys.stderr.isatty(),
                       grad_norms=settings.grad_norms, cache_frozen=settings.cache_frozen,
                       cache_dtype=settings.cache_dtype, tensorboard=settings.board(),
-                   channels_last=settings.channels_last, fold_frozen=settings.fold_frozen)
+                      channels_last=settings.channels_last, fold_frozen=settings.fold_frozen,
+                      compile=settings.compile)
     trainer.restore(ckpt)
     return trainer

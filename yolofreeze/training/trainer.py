@@ -18,6 +18,7 @@ CUDA); ``batch`` is the total over processes; only rank 0 validates, logs and wr
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -178,6 +179,20 @@ class TrainSummary:
                 "grad_norms": self.grad_norms, "freezes": self.freezes}
 
 
+def compile_unavailable(device: str | torch.device) -> str | None:
+    """Why ``torch.compile`` (Inductor) cannot compile the training step on ``device`` here (one sentence), or None:
+    on CPU it builds C++ kernels with the compiler ``CXX`` names (default ``g++``), on CUDA Triton kernels."""
+    if torch.device(device).type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            return "--compile on CUDA needs the triton package (pip install triton), which is not installed"
+        return None
+    compiler = os.environ.get("CXX") or "g++"
+    if shutil.which(compiler) is None:
+        return (f"--compile on CPU needs a C++ compiler, and {compiler!r} is not on PATH (install g++, or set CXX "
+                f"to one)")
+    return None
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (all devices)."""
     random.seed(seed)
@@ -236,6 +251,9 @@ class Trainer:
         fold_frozen: run a frozen prefix ``0 … k-1`` (batch-norm in eval) as a folded inference copy
             (:mod:`yolofreeze.freezing.folded`; outputs equal up to float rounding, bound measured there); the
             frozen-prefix cache is built with the same copy. False: the model's own frozen blocks run.
+        compile: run the training forward (and so its backward) through ``torch.compile`` (Inductor), compiled on
+            the first step and again when a freeze phase changes what trains (:func:`compile_unavailable` says
+            when it cannot work here). Validation and the EMA run uncompiled.
 
     Raises CacheNotApplicable (the plan's frozen outputs are not fixed) or CacheTooLarge with ``cache_frozen``.
     """
@@ -245,7 +263,7 @@ class Trainer:
                  cache_images: bool = False, amp: bool | str | None = None, settings: dict | None = None,
                  progress: bool = True, grad_norms: bool = True, cache_frozen: str | None = None,
                  cache_dtype: str = "fp32", tensorboard: bool = False, channels_last: bool = True,
-                 fold_frozen: bool = True) -> None:
+                 fold_frozen: bool = True, compile: bool = False) -> None:
         for split in ("train", "val"):
             if not data.splits.get(split):
                 raise ValueError(f"dataset {data.root} has no {split} images")
@@ -266,7 +284,7 @@ class Trainer:
         self.workers, self.progress = workers, progress and self.dist.main
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = self.plan.apply(model).to(self.device, memory_format=self.memory_format)
-        self.fold_frozen = fold_frozen
+        self.fold_frozen, self.compile = fold_frozen, compile
         self.folded: FoldedPrefix | None = None  # this epoch's folded copy of the frozen prefix (fold_frozen)
         self.criterion = build_loss(self.model, cfg.to_dict())
         self.optimizer = build_optimizer(self.model, cfg, self.plan.trainable, self.freeze_plan.lr_split())
@@ -579,11 +597,13 @@ class Trainer:
 
     def _wrap(self) -> torch.nn.Module:
         """The module that runs the forward pass: the model, or its DDP wrapper (rebuilt when the trainable set
-        changes, because DDP fixes the parameters it synchronises when it is built)."""
-        if self.dist.world_size == 1:
-            return self.model
-        return DistributedDataParallel(self.model,
-                                       device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        changes, because DDP fixes the parameters it synchronises when it is built); with ``compile`` that module
+        compiled (lazily: on its first call)."""
+        network = self.model
+        if self.dist.world_size > 1:
+            network = DistributedDataParallel(self.model,
+                                              device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return torch.compile(network) if self.compile else network
 
     def _feature_caches(self) -> dict[str, FeatureCache]:
         """With ``cache_frozen``: the current phase's frozen-prefix caches of the train and val splits."""
@@ -722,8 +742,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         parameters = dict(self.model.named_parameters())
-        for name, grad in state["pending_gradients"].items():
-            parameters[name].grad = grad.to(self.device)
+        for name, grad in state["pending_gradients"].items():  # in the parameter's layout, as backward leaves it
+            parameters[name].grad = torch.empty_like(parameters[name]).copy_(grad)
         self.start_epoch, self.last_step = state["epoch"], state["last_step"]
         self.saved_epochs = state["epoch"]
         self.best_fitness, self.best_epoch = state["best_fitness"], state["best_epoch"]
@@ -737,4 +757,5 @@ class Trainer:
             keep_epochs(self.grad_norms_path, state["epoch"])
 
 
-__all__ = ["Distributed", "TrainSummary", "Trainer", "TrainingDiverged", "fitness", "seed_everything"]
+__all__ = ["Distributed", "TrainSummary", "Trainer", "TrainingDiverged", "compile_unavailable", "fitness",
+           "seed_everything"]
