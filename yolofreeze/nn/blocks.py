@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .conv import Conv, fuse_conv_bn
+from .conv import Conv, SiLU, fuse_conv_bn
 
 
 class Bottleneck(nn.Module):
@@ -93,7 +93,7 @@ class RepVGGDW(nn.Module):
         self.conv = Conv(channels, channels, 7, 1, 3, g=channels, act=False)
         self.conv1 = Conv(channels, channels, 3, 1, 1, g=channels, act=False)
         self.dim = channels
-        self.act = nn.SiLU(inplace=True)
+        self.act = SiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv1 is None:
