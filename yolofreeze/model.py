@@ -33,6 +33,7 @@ from .nn import (
     Detect,
     RepVGGDW,
     SCDown,
+    Upsample,
     V10Detect,
 )
 
@@ -43,7 +44,7 @@ MODEL_NAME = re.compile(r"^yolov(8|10)([nsmblx]?)$", re.IGNORECASE)
 
 MODULES: dict[str, type[nn.Module]] = {
     "Conv": Conv, "C2f": C2f, "SPPF": SPPF, "SCDown": SCDown, "C2fCIB": C2fCIB, "PSA": PSA,
-    "Concat": Concat, "nn.Upsample": nn.Upsample, "Detect": Detect, "v10Detect": V10Detect,
+    "Concat": Concat, "nn.Upsample": Upsample, "Detect": Detect, "v10Detect": V10Detect,
 }
 SCALED_CHANNELS = (Conv, C2f, SPPF, SCDown, C2fCIB, PSA)  # args start with output channels, scaled by width
 REPEATED_INSIDE = (C2f, C2fCIB)  # the repeat count is an argument, not a stack of copies
@@ -174,7 +175,7 @@ def build_layers(spec: dict, nc: int) -> tuple[nn.Sequential, list[BlockInfo]]:
                 stride *= args[3]
         elif cls is Concat:
             c_out = sum(c_in)
-        elif cls is nn.Upsample:
+        elif cls is Upsample:
             c_out = c_in[0]
             stride = int(stride / args[1])
         else:  # detection head

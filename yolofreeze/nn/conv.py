@@ -48,6 +48,24 @@ class Conv(nn.Module):
             self.bn = None
 
 
+class Upsample(nn.Upsample):
+    """``nn.Upsample`` (same arguments, same results), with nearest-neighbour upsampling of a channels-last map by an
+    integer factor ``s`` done as a broadcast in that layout: ``(B, C, H, W)`` → ``(B, C, s H, s W)``, each value
+    repeated over an ``s × s`` block, the output channels-last too. PyTorch's CPU kernel would convert the
+    channels-last gradient to NCHW and back in the backward pass (3 % of a yolov8n training step at 640 px); here
+    the backward is a sum over each block. Other layouts and modes run ``nn.Upsample`` itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.scale_factor
+        if (self.mode != "nearest" or self.size is not None or isinstance(scale, tuple) or not float(scale).is_integer()
+                or x.ndim != 4 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)):
+            return super().forward(x)
+        s = int(scale)
+        batch, channels, height, width = x.shape
+        nhwc = x.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(batch, height, s, width, s, channels)
+        return nhwc.reshape(batch, height * s, width * s, channels).permute(0, 3, 1, 2)
+
+
 class Concat(nn.Module):
     """Concatenate a list of ``(B, Ci, H, W)`` maps along ``dim`` (channels by default)."""
 

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from .blocks import SPPF, C2f
-from .conv import Concat, Conv
+from .conv import Concat, Conv, Upsample
 from .head import Detect
 
 # scale -> (depth, width, max_channels), as in models/yolov8.yaml
@@ -83,10 +83,10 @@ class YOLOv8(nn.Module):
             Conv(c4, c5, 3, 2),                     # 7  P5/32
             C2f(c5, c5, n(3), True),                # 8
             SPPF(c5, c5, 5),                        # 9  SPPF -> p5
-            nn.Upsample(None, 2, "nearest"),        # 10 top-down FPN: P5 -> P4 size
+            Upsample(None, 2, "nearest"),           # 10 top-down FPN: P5 -> P4 size
             Concat(1),                              # 11 [up(p5), p4]
             C2f(c5 + c4, c4, n(3)),                 # 12 -> n4
-            nn.Upsample(None, 2, "nearest"),        # 13 P4 -> P3 size
+            Upsample(None, 2, "nearest"),           # 13 P4 -> P3 size
             Concat(1),                              # 14 [up(n4), p3]
             C2f(c4 + c3, c3, n(3)),                 # 15 -> o3 (P3 output)
             Conv(c3, c3, 3, 2),                     # 16 bottom-up PAN: P3 -> P4 size
