@@ -3,7 +3,7 @@
     python benchmarks/bench_train.py [--models yolov8n,yolov8s] [--imgsz 320,640] [--batch 16] [--repeats 5]
         [--warmup 1] [--finetune-epochs 3] [--finetune-imgsz 320] [--weights W.pt] [--data DATA.yaml]
         [--threads N] [--skip-throughput] [--skip-finetune] [--augment none|light|default] [--close-mosaic N]
-        [--quick]
+        [--channels-last] [--quick]
 
 1. Throughput. Both models start from the same release-format checkpoint (the oracle's yaml build with ``nc``
    of the dataset, saved with its strip_optimizer, converted by us). The first batches of the training split
@@ -119,9 +119,10 @@ def same_start(name: str, info: DatasetInfo, folder: Path) -> tuple[torch.nn.Mod
     return ours, oracle.half().float()
 
 
-def our_step(model: torch.nn.Module, info: DatasetInfo, cfg: TrainConfig, run_dir: Path) -> Callable[[Batch], None]:
+def our_step(model: torch.nn.Module, info: DatasetInfo, cfg: TrainConfig, run_dir: Path,
+             channels_last: bool = False) -> Callable[[Batch], None]:
     """One training step of our ``Trainer``: ``train_step`` (forward, loss, backward) + ``optimizer_step``."""
-    trainer = Trainer(model, info, cfg, run_dir, workers=0, progress=False)
+    trainer = Trainer(model, info, cfg, run_dir, workers=0, progress=False, channels_last=channels_last)
     trainer.plan.set_train_mode(trainer.model)
 
     def step(batch: Batch) -> None:
@@ -192,7 +193,7 @@ def throughput(args: argparse.Namespace, info: DatasetInfo, folder: Path) -> Non
             batches = memory_batches(info, imgsz, args.batch, args.warmup + args.repeats)
             run_dir = folder / f"throughput-{name}-{imgsz}"
             run_dir.mkdir()
-            steps = {"ours": our_step(ours, info, cfg, run_dir), "oracle": oracle_step(oracle, cfg)}
+            steps = {"ours": our_step(ours, info, cfg, run_dir, args.channels_last), "oracle": oracle_step(oracle, cfg)}
             seconds = step_seconds(steps, batches, args.warmup, args.repeats)
             images = len(batches[0].meta)
             rate = {k: images / statistics.median(s) for k, s in seconds.items()}
@@ -290,6 +291,7 @@ def parse_args() -> argparse.Namespace:
                         help="torch threads for the throughput part (default: torch's; the fine-tune always uses "
                              "the count the oracle's CPU training picks for itself)")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--channels-last", action="store_true", help="our trainer in the channels-last layout")
     parser.add_argument("--skip-finetune", action="store_true")
     parser.add_argument("--augment", choices=tuple(AUGMENT_PRESETS), default="none",
                         help="fine-tune both trainers with this augmentation preset")

@@ -1,14 +1,16 @@
-"""The channels-last layout the trainer uses by default: the NCHW step's maths, up to float rounding, measured
-against a float64 step as the truth.
+"""The channels-last layout (``--channels-last``): the NCHW step's maths, up to float rounding, measured against a
+float64 step as the truth.
 
 The NCHW step is bit-identical to the reference loop's (tests/training/test_optim.py). The channels-last step
 sums in another order, and PyTorch's CPU batch-norm in training mode accumulates its channels-last statistics
 less precisely (on a (8, 32, 160, 160) map: running variance 1.1e-5 relative off the float64 value, NCHW 6.8e-8).
 So one real step (8 cplid-dev photos, the real loss, the oracle-trained weights, 320 px) is compared with the
-same step in float64: with nothing frozen the channels-last gradient is 2.8e-4 of its norm off (NCHW 6.4e-6),
+same step in float64: with nothing frozen the channels-last gradient is 2.8e-4 of its norm off (NCHW 6.4e-6;
+with the weights a CI run's oracle training gave, 3.9e-3: the error grows where a channel's mean is large
+against its spread, which the single-pass statistics cancel badly),
 with the first 9 blocks frozen (their batch-norm in eval, the large maps no longer reduced in training mode)
 1.1e-5 (NCHW 9e-7); the loss parts 8e-6 at most. Far below the step-to-step noise of SGD, but not float
-precision: ``--no-channels-last`` trains in NCHW."""
+precision, which is why NCHW is the default."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -24,7 +26,7 @@ from yolofreeze.training.trainer import Trainer
 from yolofreeze.weights.checkpoints import load_checkpoint, load_model
 
 # (freeze, layout) -> bound on |gradient - float64 gradient| / |float64 gradient| (measured: see the docstring)
-GRADIENT_BOUNDS = {("0", "nchw"): 2e-5, ("0", "nhwc"): 1e-3, ("9", "nchw"): 2e-5, ("9", "nhwc"): 1e-4}
+GRADIENT_BOUNDS = {("0", "nchw"): 2e-5, ("0", "nhwc"): 1e-2, ("9", "nchw"): 2e-5, ("9", "nhwc"): 1e-4}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ def test_a_step_in_either_layout_is_within_its_bound_of_the_float64_step(freeze,
 
 
 def test_a_channels_last_run_writes_nchw_checkpoints(cplid, cplid_oracle_weights, tmp_path):
-    trainer = _trainer(cplid, cplid_oracle_weights, tmp_path / "run", "9")
+    trainer = _trainer(cplid, cplid_oracle_weights, tmp_path / "run", "9", channels_last=True)
     trainer.fit()
     ckpt = load_checkpoint(trainer.run_dir / "weights" / "last.pt")
     tensors = [*ckpt["state_dict"].values(), *ckpt["train"]["model"].values()]
