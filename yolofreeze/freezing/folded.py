@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..model import YOLO, PrefixOutputs
+from ..weights.checkpoints import tensor_bytes
 from .plan import FreezePlan
 
 FOLD_TOLERANCE = 1e-5  # bound on |folded - unfolded| / max |unfolded| of the prefix outputs (fp32; measured 2.3e-6)
@@ -76,8 +77,7 @@ class FoldedPrefix:
 
     def tensor_bytes(self) -> int:
         """Bytes of the copy's weights and buffers (what folding costs in memory)."""
-        tensors = [*self.model.parameters(), *self.model.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return tensor_bytes([*self.model.parameters(), *self.model.buffers()])
 
 
 __all__ = ["FOLD_TOLERANCE", "FoldedPrefix", "foldable_length", "memory_format_of"]
