@@ -23,7 +23,9 @@
    caches, see ``cplid_oracle_weights`` in tests/conftest.py) both trainers fine-tune with the same recipe (SGD
    lr0 0.01 → 0.0001, momentum 0.937, nbs 64, 3 warm-up epochs capped at epochs - 1, no augmentation,
    seed 0, no loader workers) and validate the EMA weights after every epoch; the table puts their results.csv
-   rows side by side. Both run with the torch thread count the oracle's CPU training sets for itself.
+   rows side by side, with the wall seconds of each per-epoch validation (each trainer's ``validate`` timed
+   from outside: the val split in rectangular batches of 2 x batch, the validation loss, the metrics; target:
+   ours ≤ the oracle's). Both run with the torch thread count the oracle's CPU training sets for itself.
    ``--augment light|default`` fine-tunes both with that augmentation preset (the oracle given the same values,
    its other augmentations off; ``--close-mosaic`` for both).
 
@@ -204,22 +206,46 @@ def throughput(args: argparse.Namespace, info: DatasetInfo, folder: Path) -> Non
                   f"{share['ours']:>10.1%} {share['oracle']:>12.1%}", flush=True)
 
 
-def finetune_ours(weights: Path, info: DatasetInfo, cfg: TrainConfig, run_dir: Path) -> Path:
-    """Fine-tune our converted copy of ``weights`` with our ``Trainer``; returns its results.csv."""
+def timed_calls(fn: Callable, seconds: list[float]) -> Callable:
+    """``fn`` that appends the wall seconds of each call to ``seconds``."""
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - start)
+    return timed
+
+
+def finetune_ours(weights: Path, info: DatasetInfo, cfg: TrainConfig, run_dir: Path,
+                  validation_seconds: list[float]) -> Path:
+    """Fine-tune our converted copy of ``weights`` with our ``Trainer``; returns its results.csv. The wall seconds
+    of each per-epoch validation are appended to ``validation_seconds``."""
     model = load_model(weights)
     if model.names != info.names:
         raise SystemExit(f"error: {weights} predicts {model.names}, the dataset has {info.names}")
     seed_everything(cfg.seed)
     run_dir.mkdir()
-    Trainer(model, info, cfg, run_dir, workers=0, progress=False).fit()
+    trainer = Trainer(model, info, cfg, run_dir, workers=0, progress=False)
+    trainer.validate = timed_calls(trainer.validate, validation_seconds)
+    trainer.fit()
     return run_dir / "results.csv"
 
 
-def finetune_oracle(weights: Path, data_yaml: Path, cfg: TrainConfig, run_dir: Path) -> Path:
+def finetune_oracle(weights: Path, data_yaml: Path, cfg: TrainConfig, run_dir: Path,
+                    validation_seconds: list[float]) -> Path:
     """Fine-tune ``weights`` with the oracle's own ``YOLO.train``, same recipe and augmentation values (its others
-    off); its results.csv."""
+    off); its results.csv. The wall seconds of each per-epoch validation (its trainer's ``validate``) are appended
+    to ``validation_seconds``."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    class TimedValidation(DetectionTrainer):
+        def validate(self):
+            return timed_calls(super().validate, validation_seconds)()
+
     augmentation = {**ORACLE_NO_AUGMENT, **dataclasses.asdict(cfg.augmentation())}
     ultralytics().YOLO(str(weights)).train(
+        trainer=TimedValidation,
         data=str(data_yaml), epochs=cfg.epochs, batch=cfg.batch, imgsz=cfg.imgsz, patience=cfg.patience,
         project=str(run_dir.parent), name=run_dir.name, **{k: getattr(cfg, k) for k in RECIPE_FIELDS},
         **augmentation, **ORACLE_RECIPE)
@@ -245,20 +271,27 @@ def finetune(args: argparse.Namespace, info: DatasetInfo, folder: Path) -> None:
     data_yaml = absolute_yaml(args.data, folder)
     ultralytics()
     from ultralytics.utils import NUM_THREADS  # the thread count the oracle's CPU training sets for itself
-    ours_csv, ours_s = timed_with_threads(NUM_THREADS, finetune_ours, args.weights, info, cfg, folder / "ours")
+    validation: dict[str, list[float]] = {"ours": [], "oracle": []}
+    ours_csv, ours_s = timed_with_threads(NUM_THREADS, finetune_ours, args.weights, info, cfg, folder / "ours",
+                                          validation["ours"])
     oracle_csv, oracle_s = timed_with_threads(NUM_THREADS, finetune_oracle, args.weights, data_yaml, cfg,
-                                              folder / "oracle")
+                                              folder / "oracle", validation["oracle"])
     ours, theirs = read_results(ours_csv), read_results(oracle_csv)
     print(f"\nfine-tune from {args.weights}: {len(info.splits['train'])} train / {len(info.splits['val'])} val "
           f"images, {cfg.epochs} epochs, batch {cfg.batch}, imgsz {cfg.imgsz}, SGD lr0 {cfg.lr0} lrf {cfg.lrf} "
           f"momentum {cfg.momentum} nbs {cfg.nbs}, warm-up {cfg.warmup_epochs:g} epochs (capped at epochs - 1), "
           f"augmentation {args.augment}{_active(cfg)}, seed {cfg.seed}; EMA weights validated each epoch")
     print(f"{'epoch':>5} {'ours box/cls/dfl':>20} {'oracle box/cls/dfl':>20} {'ours mAP50':>10} "
-          f"{'oracle mAP50':>12} {'ours mAP50-95':>13} {'oracle mAP50-95':>15}")
+          f"{'oracle mAP50':>12} {'ours mAP50-95':>13} {'oracle mAP50-95':>15} {'ours val s':>10} {'oracle val s':>12}")
     for k, epoch in enumerate(ours["epoch"]):
         losses = [" ".join(f"{run[f'train/{p}_loss'][k]:.3f}" for p in ("box", "cls", "dfl")) for run in (ours, theirs)]
         (m50, m95), (o50, o95) = ([run[c][k] for c in FINAL_COLUMNS] for run in (ours, theirs))
-        print(f"{int(epoch):>5} {losses[0]:>20} {losses[1]:>20} {m50:>10.4f} {o50:>12.4f} {m95:>13.4f} {o95:>15.4f}")
+        print(f"{int(epoch):>5} {losses[0]:>20} {losses[1]:>20} {m50:>10.4f} {o50:>12.4f} {m95:>13.4f} {o95:>15.4f} "
+              f"{validation['ours'][k]:>10.2f} {validation['oracle'][k]:>12.2f}")
+    val_ours, val_oracle = (statistics.median(validation[k]) for k in ("ours", "oracle"))
+    print(f"per-epoch validation ({len(info.splits['val'])} val images, imgsz {cfg.imgsz}, batch {2 * cfg.batch}, "
+          f"EMA weights, with the validation loss; median over epochs): ours {val_ours:.2f} s, oracle "
+          f"{val_oracle:.2f} s, ours/oracle {val_ours / val_oracle:.2f} (target <= 1)")
     print(f"final mAP50 ours {ours[FINAL_COLUMNS[0]][-1]:.4f} vs oracle {theirs[FINAL_COLUMNS[0]][-1]:.4f}; "
           f"mAP50-95 ours {ours[FINAL_COLUMNS[1]][-1]:.4f} vs oracle {theirs[FINAL_COLUMNS[1]][-1]:.4f}; wall time "
           f"(training + validation + data loading, {NUM_THREADS} torch threads each: the oracle's own CPU "

@@ -166,8 +166,8 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
         if not loaded.meta:
             continue
         if isinstance(loaded, Batch):
-            x: torch.Tensor | PrefixOutputs = (loaded.images.to(device, non_blocking=True).float() / 255).contiguous(
-                memory_format=torch.channels_last)
+            x: torch.Tensor | PrefixOutputs = loaded.images.to(  # the uint8 batch rearranged: 4x fewer bytes
+                device, non_blocking=True, memory_format=torch.channels_last).float() / 255
             shape = tuple(loaded.images.shape[-2:])
         else:  # cached outputs of the frozen prefix: the model runs from its first trainable block
             x, shape = loaded.prefix(device), loaded.shape
