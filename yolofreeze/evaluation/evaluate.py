@@ -122,8 +122,8 @@ def predict_records(model: YOLO, records: Sequence[ImageRecord], category_ids: S
     """Run ``model`` (switched to eval mode) over ``records``: detections, time per image, unreadable records and,
     with ``criterion``, the validation loss (see :class:`Predictions`). A :class:`YOLO` runs as a copy with every
     batch-norm folded into its convolution (``YOLO.fuse``, as the reference's validator does) and its weights and
-    inputs in channels-last memory: the same numbers up to float rounding, in about 0.65x the time on a CPU
-    (``benchmarks/bench_data_eval.py``).
+    inputs in channels-last memory: the same numbers up to float rounding, faster (``benchmarks/bench_inference.py``,
+    its ``unfused`` / ``inference`` rows).
 
     ``model``: a :class:`YOLO` or a runner with its inference interface (``model(x) -> (B, 4 + nc, A)``, ``nc``,
     ``stride``, ``nms_free``, ``device``, ``eval()``), e.g. :class:`yolofreeze.deploy.runtime.OnnxDetector`; one
