@@ -13,6 +13,13 @@ Checks, in order (each a row: value, target, PASS / FAIL / INFO):
    frozen-prefix cache's epoch-time ratio (``fr2`` cached / ``none``, median of the epochs after the first).
 3. ``benchmarks/bench_freeze.py --device cuda`` (yolov8n and yolov8s at 640): its PASS / FAIL lines (``fr2`` peak
    reserved <= 0.75x ``none``; gradient-norm logging <= 5% of a step) become rows.
+4. The layout and ``--compile`` on the device (INFO rows, the evidence for their defaults on CUDA): one step of
+   a seeded yolov8n in float32 (TF32 off) in NCHW and in channels-last, each gradient's relative distance from the
+   same step in float64 (on the CPU channels-last is 15-600x further off than NCHW, from PyTorch's CPU batch-norm:
+   tests/training/test_channels_last.py);
+   then our training step (``Trainer.train_step`` + ``optimizer_step``, AMP float16, batch 16, in-memory batches,
+   median of 5 interleaved steps after one warm-up) of yolov8n and yolov8s in NCHW and channels-last, and
+   yolov8n compiled: the compile time and after how many steps it pays.
 
 Exits 1 when any row FAILs, 0 otherwise. ``--dry-run`` runs every step on the CPU at 64 px for 1 epoch with the
 same code (CUDA-only targets become SKIP rows): CI runs it so the script cannot rot. On one H200 the full check is
@@ -21,6 +28,7 @@ meant to take a few minutes (target <= 8).
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import math
 import os
@@ -29,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -37,9 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from yolofreeze.data import build_dataloader, resolve_dataset  # noqa: E402
+from yolofreeze.data import Batch, build_dataloader, resolve_dataset  # noqa: E402
+from yolofreeze.freezing.plan import FreezePlan  # noqa: E402
 from yolofreeze.model import build_model  # noqa: E402
 from yolofreeze.training.loss import build_loss  # noqa: E402
+from yolofreeze.training.optim import TrainConfig, optimizer_step  # noqa: E402
+from yolofreeze.training.trainer import Trainer, compile_unavailable  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "cplid-dev" / "data.yaml"
 LOSS_PARITY = 0.01  # AMP against float32, relative, per loss part
@@ -139,6 +152,97 @@ def bench_freeze(args: argparse.Namespace, device: str) -> list[dict]:
     return rows or [row("bench_freeze.py", "no PASS/FAIL line", "a verdict per model", "FAIL")]
 
 
+def layout_gradient_gaps(data_yaml: Path, imgsz: int, device: torch.device) -> list[dict]:
+    """Check 4a: one float32 step of a seeded yolov8n in each layout against the same step in float64 (TF32 off)."""
+    info = resolve_dataset(data_yaml)
+    batch = next(iter(build_dataloader(info.splits["train"][:16], imgsz, 16)))
+    torch.manual_seed(0)
+    start = build_model("yolov8n", names=info.names).train()
+    criterion = build_loss(start)
+
+    def gradients(dtype: torch.dtype, layout: torch.memory_format) -> torch.Tensor:
+        model = copy.deepcopy(start).to(device, dtype).to(memory_format=layout)
+        images = batch.images.to(device, memory_format=layout).to(dtype) / 255
+        total, _ = criterion(model(images), batch.targets.to(device), tuple(images.shape[-2:]))
+        total.backward()
+        return torch.cat([p.grad.double().flatten() for p in model.parameters() if p.grad is not None])
+
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        truth = gradients(torch.float64, torch.contiguous_format)
+        gaps = {name: float((gradients(torch.float32, layout) - truth).norm() / truth.norm())
+                for name, layout in (("NCHW", torch.contiguous_format), ("channels-last", torch.channels_last))}
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    return [row(f"float32 gradient vs float64, {name} (yolov8n, {imgsz} px)", f"{gap:.1e}", "(measured)", "INFO")
+            for name, gap in gaps.items()]
+
+
+def step_timer(trainer: Trainer) -> Callable[[Batch], float]:
+    """One timed training step of ``trainer`` (``train_step`` + ``optimizer_step``, with its scaler), synchronised."""
+    trainer.plan.set_train_mode(trainer.model)
+    trainer.folded = trainer.fold_prefix()
+    scaler = trainer.scaler if trainer.scaler.is_enabled() else None
+
+    def step(batch: Batch) -> float:
+        synchronize(trainer.device)
+        start = time.perf_counter()
+        trainer.train_step(batch, 0, 0)
+        optimizer_step(trainer.model, trainer.optimizer, trainer.ema, scaler)
+        synchronize(trainer.device)
+        return time.perf_counter() - start
+    return step
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def layout_and_compile(data_yaml: Path, args: argparse.Namespace, device: str, folder: Path) -> list[dict]:
+    """Check 4b: our training step in NCHW, channels-last and (yolov8n) compiled; median step times and ratios."""
+    info = resolve_dataset(data_yaml)
+    repeats = 1 if args.dry_run else 5
+    batches = list(islice(build_dataloader(info.splits["train"], args.imgsz, 16, workers=0), 2))
+    rows = []
+    for name in ("yolov8n",) if args.dry_run else ("yolov8n", "yolov8s"):
+        variants = {"NCHW": {}, "channels-last": {"channels_last": True}}
+        reason = "dry run (benchmarks/bench_compile.py measures the CPU)" if args.dry_run else compile_unavailable(device)
+        if name == "yolov8n" and not reason:
+            variants["compiled"] = {"compile": True}
+        steps, first = {}, {}
+        for variant, levers in variants.items():
+            torch.manual_seed(0)
+            model = build_model(name, names=info.names)
+            run_dir = folder / f"step-{name}-{variant}"
+            run_dir.mkdir(parents=True)
+            trainer = Trainer(model, info, TrainConfig(epochs=1, batch=16, imgsz=args.imgsz), run_dir,
+                              FreezePlan.prefix(0, model), device=device, workers=0, progress=False,
+                              grad_norms=False, **levers)
+            steps[variant] = step_timer(trainer)
+            first[variant] = steps[variant](batches[-1])  # warm-up; the compiled trainer compiles here
+        seconds = {variant: [] for variant in steps}
+        for k in range(repeats):  # interleaved: NCHW, channels-last, compiled, NCHW …
+            for variant, step in steps.items():
+                seconds[variant].append(step(batches[k % len(batches)]))
+        median = {variant: statistics.median(times) for variant, times in seconds.items()}
+        base = median["NCHW"]
+        rows.append(row(f"training step {name} {args.imgsz} px, batch 16, NCHW", f"{base * 1000:.1f} ms", "(measured)",
+                        "INFO"))
+        rows.append(row(f"training step {name}: channels-last speed-up (NCHW time / its time)",
+                        f"{base / median['channels-last']:.2f}x", "(measured)", "INFO"))
+        if "compiled" in median:
+            saving = base - median["compiled"]
+            extra = first["compiled"] - median["compiled"]
+            pays = f"pays after {math.ceil(extra / saving)} steps" if saving > 0 else "never pays"
+            rows.append(row(f"--compile {name}: speed-up (NCHW time / compiled time)", f"{base / median['compiled']:.2f}x, compile "
+                            f"{first['compiled']:.0f} s, {pays}", "(measured)", "INFO"))
+        elif name == "yolov8n":
+            rows.append(row(f"--compile {name}", reason, "", "SKIP"))
+    return rows
+
+
 def format_table(rows: list[dict]) -> str:
     """The rows as a markdown table."""
     lines = ["| check | value | target | verdict |", "|---|---|---|---|"]
@@ -180,6 +284,9 @@ def main() -> int:
         folder = args.keep or Path(tmp)
         rows += train_runs(args.data, args, device, "fp16", folder)
     rows += bench_freeze(args, device)
+    rows += layout_gradient_gaps(args.data, args.imgsz, torch.device(device))
+    with tempfile.TemporaryDirectory() as tmp:
+        rows += layout_and_compile(args.data, args, device, Path(tmp))
     rows.append(row("wall time", f"{(time.perf_counter() - started) / 60:.1f} min", "<= 8 min on one GPU", "INFO"))
     print(format_table(rows))
     return exit_code(rows)
