@@ -10,7 +10,8 @@ Checks, in order (each a row: value, target, PASS / FAIL / INFO):
 2. ``train.py`` fine-tunes for ``--epochs`` epochs with AMP (float16, gradient scaler): ``none``, and ``fr2`` with
    ``--cache-frozen ram``; each must finish with finite losses and mAP, and (on CUDA) the CUDA memory columns of
    ``results.csv`` filled. INFO rows: the peak reserved memory of each, ``fr2``'s relative to ``none``, and the
-   frozen-prefix cache's epoch-time ratio (``fr2`` cached / ``none``, median of the epochs after the first).
+   frozen-prefix cache's epoch-time ratio (``fr2`` cached / ``none``, median of the epochs after the first), and
+   ``none``'s per-epoch validation time against its training pass.
 3. ``benchmarks/bench_freeze.py --device cuda`` (yolov8n and yolov8s at 640): its PASS / FAIL lines (``fr2`` peak
    reserved <= 0.75x ``none``; gradient-norm logging <= 5% of a step) become rows.
 4. The layout and ``--compile`` on the device (INFO rows, the evidence for their defaults on CUDA): one step of
@@ -128,6 +129,9 @@ def train_runs(data_yaml: Path, args: argparse.Namespace, device: str, amp: str,
             return statistics.median(seconds[1:] or seconds)
         ratio = steady(results["fr2-cached"]) / steady(results["none"])
         rows.append(row("epoch time fr2 --cache-frozen ram / none", f"{ratio:.2f}x", "(measured)", "INFO"))
+        validation = statistics.median(results["none"]["val_seconds"]) / steady(results["none"])
+        rows.append(row("validation / training time per epoch (none; pycocotools scores on the CPU)",
+                        f"{validation:.2f}x", "(measured)", "INFO"))
         if device == "cuda":
             memory = max(results["fr2-cached"]["memory/cuda_reserved_mb"]) / max(results["none"]["memory/cuda_reserved_mb"])
             rows.append(row("peak reserved fr2 cached / none (training)", f"{memory:.2f}x", "(measured)", "INFO"))

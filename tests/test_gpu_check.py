@@ -25,7 +25,8 @@ def test_the_dry_run_runs_every_check_and_prints_one_table(shared_data):
     table = done.stdout[done.stdout.index("| check | value | target | verdict |"):]
     for check in ("AMP float16 loss parity: box", "AMP float16 loss parity: cls", "AMP float16 loss parity: dfl",
                   "train none with AMP", "train fr2-cached with AMP", "CUDA memory columns of none",
-                  "epoch time fr2 --cache-frozen ram / none", "bench_freeze: yolov8n",
+                  "epoch time fr2 --cache-frozen ram / none", "validation / training time per epoch",
+                  "bench_freeze: yolov8n",
                   "float32 gradient vs float64, NCHW", "float32 gradient vs float64, channels-last",
                   "training step yolov8n 64 px, batch 16, NCHW", "training step yolov8n: channels-last speed-up",
                   "--compile yolov8n", "wall time"):

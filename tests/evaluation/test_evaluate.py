@@ -285,9 +285,11 @@ def test_eval_cli_on_demo_writes_metrics(tmp_path, monkeypatch, capsys):
     assert eval_cli.main(["--weights", str(weights), "--data", "DEMO", "--out", str(out), "--imgsz", "320",
                           "--workers", "0"]) == 0
     printed = capsys.readouterr().out
-    assert "mAP@50:95" in printed and "rectangle" in printed and "ms inference" in printed
+    assert "mAP@50:95" in printed and "rectangle" in printed and "ms inference" in printed and "ms scoring" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"map50_95", "map50", "map75", "ar100", "precision", "recall", "per_class", "speed_ms"} <= set(metrics)
+    assert set(metrics["speed_ms"]) == {"preprocess", "inference", "postprocess", "scoring"}
+    assert all(value > 0 for value in metrics["speed_ms"].values())
     assert metrics["images"] == len(resolve_dataset("demo").splits["val"])
     assert isinstance(json.loads((out / "predictions.json").read_text()), list)
 

@@ -55,12 +55,14 @@ def test_results_csv_has_the_reference_columns_then_ours(tmp_path):
 
 def test_a_results_csv_of_an_older_version_gains_the_new_standard_columns_when_a_run_resumes(tmp_path):
     path = tmp_path / "results.csv"
-    old_columns = [c for c in RESULTS_COLUMNS if c != "data_wait_seconds"]  # before the column existed
+    new = ("data_wait_seconds", "val_seconds")
+    old_columns = [c for c in RESULTS_COLUMNS if c not in new]  # before the columns existed
     path.write_text(",".join(old_columns) + "\n" + ",".join(["1"] + ["0.5"] * (len(old_columns) - 1)) + "\n")
-    append_results(path, {**epoch_row(2), "data_wait_seconds": 0.25})
+    append_results(path, {**epoch_row(2), "data_wait_seconds": 0.25, "val_seconds": 1.5})
     back = read_results(path)
     assert list(back) == list(RESULTS_COLUMNS) and back["epoch"] == [1.0, 2.0]
     assert math.isnan(back["data_wait_seconds"][0]) and back["data_wait_seconds"][1] == 0.25
+    assert math.isnan(back["val_seconds"][0]) and back["val_seconds"][1] == 1.5
     assert back["train/box_loss"][0] == 0.5
 
 

@@ -65,7 +65,7 @@ def test_results_csv_has_the_reference_columns_then_ours(demo_run):
         "metrics/mAP50(B)", "metrics/mAP50-95(B)", "val/box_loss", "val/cls_loss", "val/dfl_loss", "lr/pg0",
         "lr/pg1", "lr/pg2", "epoch_seconds", "memory/peak_rss_mb", "memory/cuda_allocated_mb",
         "memory/cuda_reserved_mb", "grad_norm/total", "grad_norm/backbone", "grad_norm/neck", "grad_norm/head",
-        "frozen_blocks", "data_wait_seconds"]
+        "frozen_blocks", "data_wait_seconds", "val_seconds"]
     assert list(RESULTS_COLUMNS) == header
     results = read_results(run / "results.csv")
     assert results["epoch"] == [1.0, 2.0]
@@ -333,7 +333,7 @@ def test_help_shows_each_default_once_and_as_typed(capsys):
     assert "(default on)" not in out and out.count("(default: on)") == 1
 
 
-def test_data_wait_seconds_counts_the_time_the_loop_waits_for_batches(demo_data, tmp_path, monkeypatch):
+def test_data_wait_and_val_seconds_count_the_loops_waits_and_the_validation(demo_data, tmp_path, monkeypatch):
     import time
 
     from yolofreeze.data.loader import DetectionDataset
@@ -349,3 +349,5 @@ def test_data_wait_seconds_counts_the_time_the_loop_waits_for_batches(demo_data,
                            "--project", str(tmp_path), "--name", "wait", *TINY]) == 0
     results = read_results(tmp_path / "wait" / "results.csv")
     assert 0.96 <= results["data_wait_seconds"][0] < results["epoch_seconds"][0]
+    validation_loads = 0.02 * 16  # the validation reads each of the 16 val images once
+    assert validation_loads <= results["val_seconds"][0] < results["epoch_seconds"][0] + validation_loads

@@ -20,14 +20,15 @@ REFERENCE_COLUMNS = (
     "metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)",
     "val/box_loss", "val/cls_loss", "val/dfl_loss", "lr/pg0", "lr/pg1", "lr/pg2",
 )
-# Ours, after them: wall time of the epoch; peak memory in MiB (the process's resident set on any device; CUDA
-# allocated and reserved, reset each epoch, NaN without CUDA); the mean over the epoch's optimiser steps of the
-# gradient L2 norm of the whole model and of each part (NaN with --grad-norms off); how many blocks were frozen
+# Ours, after them: wall time of the epoch's training pass; peak memory in MiB (the process's resident set on any
+# device; CUDA allocated and reserved, reset each epoch, NaN without CUDA); the mean over the epoch's optimiser steps
+# of the gradient L2 norm of the whole model and of each part (NaN with --grad-norms off); how many blocks were frozen
 # during the epoch (it changes with --unfreeze and --freeze auto); the seconds the training loop waited for its next
-# batch (data loading that the workers did not hide).
+# batch (data loading that the workers did not hide); wall time of the epoch's validation (loss, detection,
+# pycocotools scoring), outside epoch_seconds.
 EXTRA_COLUMNS = ("epoch_seconds", "memory/peak_rss_mb", "memory/cuda_allocated_mb", "memory/cuda_reserved_mb",
                  "grad_norm/total", "grad_norm/backbone", "grad_norm/neck", "grad_norm/head", "frozen_blocks",
-                 "data_wait_seconds")
+                 "data_wait_seconds", "val_seconds")
 RESULTS_COLUMNS = REFERENCE_COLUMNS + EXTRA_COLUMNS
 
 

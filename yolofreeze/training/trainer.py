@@ -387,7 +387,9 @@ class Trainer:
             stop = False
             if self.dist.main:
                 verify_phase(self.audit_path, self.plan, self.model, epoch)
+                validation_started = time.perf_counter()
                 result = self.validate()
+                row = {**row, "val_seconds": time.perf_counter() - validation_started}
                 improved = fitness(result) > self.best_fitness
                 if improved:
                     self.best_fitness, self.best_epoch, self.best_result = fitness(result), epoch + 1, result
