@@ -212,7 +212,8 @@ def layout_and_compile(data_yaml: Path, args: argparse.Namespace, device: str, f
     rows = []
     for name in ("yolov8n",) if args.dry_run else ("yolov8n", "yolov8s"):
         variants = {"NCHW": {}, "channels-last": {"channels_last": True}}
-        reason = "dry run (benchmarks/bench_compile.py measures the CPU)" if args.dry_run else compile_unavailable(device)
+        reason = ("dry run (benchmarks/bench_compile.py measures the CPU)" if args.dry_run
+                  else compile_unavailable(device))
         if name == "yolov8n" and not reason:
             variants["compiled"] = {"compile": True}
         steps, first = {}, {}
@@ -232,16 +233,17 @@ def layout_and_compile(data_yaml: Path, args: argparse.Namespace, device: str, f
                 seconds[variant].append(step(batches[k % len(batches)]))
         median = {variant: statistics.median(times) for variant, times in seconds.items()}
         base = median["NCHW"]
-        rows.append(row(f"training step {name} {args.imgsz} px, batch 16, NCHW", f"{base * 1000:.1f} ms", "(measured)",
-                        "INFO"))
+        rows.append(row(f"training step {name} {args.imgsz} px, batch 16, NCHW", f"{base * 1000:.1f} ms",
+                        "(measured)", "INFO"))
         rows.append(row(f"training step {name}: channels-last speed-up (NCHW time / its time)",
                         f"{base / median['channels-last']:.2f}x", "(measured)", "INFO"))
         if "compiled" in median:
             saving = base - median["compiled"]
             extra = first["compiled"] - median["compiled"]
             pays = f"pays after {math.ceil(extra / saving)} steps" if saving > 0 else "never pays"
-            rows.append(row(f"--compile {name}: speed-up (NCHW time / compiled time)", f"{base / median['compiled']:.2f}x, compile "
-                            f"{first['compiled']:.0f} s, {pays}", "(measured)", "INFO"))
+            rows.append(row(f"--compile {name}: speed-up (NCHW time / compiled time)",
+                            f"{base / median['compiled']:.2f}x, compile {first['compiled']:.0f} s, {pays}",
+                            "(measured)", "INFO"))
         elif name == "yolov8n":
             rows.append(row(f"--compile {name}", reason, "", "SKIP"))
     return rows
