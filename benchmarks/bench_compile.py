@@ -32,21 +32,11 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from bench_data_eval import SHARED  # noqa: E402
 from bench_train import comma_list, memory_batches, same_start, step_seconds  # noqa: E402
-from yolofreeze.data import Batch, resolve_dataset  # noqa: E402
+from gpu_check import step_timer  # noqa: E402
+from yolofreeze.data import resolve_dataset  # noqa: E402
 from yolofreeze.freezing.plan import FreezePlan  # noqa: E402
-from yolofreeze.training.optim import TrainConfig, optimizer_step  # noqa: E402
+from yolofreeze.training.optim import TrainConfig  # noqa: E402
 from yolofreeze.training.trainer import Trainer, compile_unavailable  # noqa: E402
-
-
-def trainer_step(trainer: Trainer):
-    """One training step of ``trainer`` on a batch: ``train_step`` + ``optimizer_step``."""
-    trainer.plan.set_train_mode(trainer.model)
-    trainer.folded = trainer.fold_prefix()
-
-    def step(batch: Batch) -> None:
-        trainer.train_step(batch, 0, 0)
-        optimizer_step(trainer.model, trainer.optimizer, trainer.ema)
-    return step
 
 
 def main() -> None:
@@ -86,7 +76,7 @@ def main() -> None:
                         cfg = TrainConfig(batch=args.batch, imgsz=imgsz, epochs=1)
                         trainers[compiled] = Trainer(model, info, cfg, run_dir, FreezePlan.prefix(freeze, model),
                                                      workers=0, progress=False, grad_norms=False, compile=compiled)
-                    steps = {"eager": trainer_step(trainers[False]), "compiled": trainer_step(trainers[True])}
+                    steps = {"eager": step_timer(trainers[False]), "compiled": step_timer(trainers[True])}
                     start = time.perf_counter()
                     steps["compiled"](batches[-1])
                     compile_seconds = time.perf_counter() - start
